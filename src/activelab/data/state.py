@@ -1,0 +1,191 @@
+"""The label ledger of a run: which ids are in the pool, labelled, validation or test, and the history.
+
+The splits are drawn once from the run's seed and never change:
+
+* **test** ids are only used to report metrics;
+* **val** ids only for early stopping and model choice;
+* **holdout** ids (optional) only to train helper heads such as active transfer learning's
+  correct/incorrect classifier, so no split is used for two purposes (the study's defect 10);
+* **pool** ids are the only candidates for selection; the labelled set grows out of the pool.
+
+Each labelled id records its label and the round it was acquired in. The ledger is saved as JSON with a
+format version and a SHA-256 checksum, atomically, after every change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from activelab.data.base import UNLABELLED
+from activelab.errors import BudgetExceededError, ConfigError, StateError
+from activelab.io import atomic_write_json
+
+FORMAT = "activelab.label-state"
+VERSION = 1
+_SPLIT_STREAM = 0
+
+
+@dataclass
+class LabelState:
+    """The ledger; create it with :meth:`create`, persist it with :meth:`save` / :meth:`load`.
+
+    All id arrays are sorted int64 except ``labelled_ids``, which keeps acquisition order.
+    """
+
+    dataset_fingerprint: str
+    seed: int
+    train_ids: np.ndarray
+    val_ids: np.ndarray
+    test_ids: np.ndarray
+    holdout_ids: np.ndarray
+    labelled_ids: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    labelled_labels: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    labelled_rounds: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    rounds: list[dict] = field(default_factory=list)
+    pending: dict | None = None
+
+    @classmethod
+    def create(cls, labels: np.ndarray, *, seed: int, dataset_fingerprint: str = "",
+               predefined_test: np.ndarray | None = None, n_val: int = 1000, n_test: int | None = None,
+               n_holdout: int = 0, pool_size: int | None = None) -> "LabelState":
+        """Draw the splits of a dataset whose items have ``labels`` (``UNLABELLED`` = no label yet).
+
+        Test ids come from the source's predefined test split when it has one (all of it, or a seeded
+        subset of ``n_test``), else ``n_test`` (default 20 %) random labelled items. Validation and holdout
+        ids are drawn from the remaining labelled items; the pool is the rest (a seeded subset of
+        ``pool_size`` when given). Items without a label can only be in the pool.
+        """
+        labels = np.asarray(labels, dtype=np.int64)
+        rng = np.random.default_rng([seed, _SPLIT_STREAM])
+        everything = np.arange(labels.size, dtype=np.int64)
+        if predefined_test is not None:
+            test_candidates = everything[predefined_test & (labels != UNLABELLED)]
+            rest = everything[~predefined_test]
+        else:
+            test_candidates = everything[labels != UNLABELLED]
+            rest = everything
+            n_test = n_test if n_test is not None else test_candidates.size // 5
+        test = _draw(rng, test_candidates, n_test, "test set")
+        rest = np.setdiff1d(rest, test, assume_unique=True)
+        labelled_rest = rest[labels[rest] != UNLABELLED]
+        val = _draw(rng, labelled_rest, n_val, "validation set")
+        holdout = _draw(rng, np.setdiff1d(labelled_rest, val, assume_unique=True), n_holdout, "holdout set")
+        pool = np.setdiff1d(rest, np.concatenate([val, holdout]), assume_unique=True)
+        if pool_size is not None:
+            pool = _draw(rng, pool, pool_size, "pool")
+        if pool.size == 0:
+            raise BudgetExceededError("no items are left for the pool after the test and validation splits.")
+        return cls(dataset_fingerprint, seed, np.sort(pool), np.sort(val), np.sort(test), np.sort(holdout))
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def pool_ids(self) -> np.ndarray:
+        """Sorted ids still unlabelled in the pool (the only candidates for selection)."""
+        return np.setdiff1d(self.train_ids, self.labelled_ids, assume_unique=True)
+
+    @property
+    def n_labelled(self) -> int:
+        """Number of labelled training ids."""
+        return int(self.labelled_ids.size)
+
+    @property
+    def next_round(self) -> int:
+        """The round the run continues with (one past the last round that has metrics)."""
+        return len(self.rounds)
+
+    # ------------------------------------------------------------------ changes
+    def add(self, ids: np.ndarray, labels: np.ndarray, round_index: int) -> None:
+        """Record ``labels`` for pool ``ids`` acquired in ``round_index``.
+
+        Raises ConfigError when an id is not in the pool, already labelled, repeated, or a label is missing.
+        """
+        ids = np.asarray(ids, dtype=np.int64)
+        labels = np.asarray(labels, dtype=np.int64)
+        if ids.shape != labels.shape or ids.ndim != 1:
+            raise ConfigError(f"got {ids.size} ids but {labels.size} labels.")
+        if np.unique(ids).size != ids.size:
+            raise ConfigError("the same id appears twice in one batch of labels.")
+        not_in_pool = ids[~np.isin(ids, self.pool_ids)]
+        if not_in_pool.size:
+            raise ConfigError(f"id {int(not_in_pool[0])} is not in the unlabelled pool "
+                              "(it is labelled already, in val/test, or unknown).")
+        if (labels == UNLABELLED).any():
+            raise ConfigError(f"id {int(ids[labels == UNLABELLED][0])} was given no label.")
+        self.labelled_ids = np.concatenate([self.labelled_ids, ids])
+        self.labelled_labels = np.concatenate([self.labelled_labels, labels])
+        self.labelled_rounds = np.concatenate([self.labelled_rounds, np.full(ids.size, round_index, np.int64)])
+
+    def acquire_initial_ids(self, n: int) -> np.ndarray:
+        """The ``n`` seeded-random pool ids that form round 0's training set (label them with :meth:`add`)."""
+        pool = self.pool_ids
+        if n > pool.size:
+            raise BudgetExceededError(f"`n_train_images`={n} must be <= the pool size {pool.size}.")
+        rng = np.random.default_rng([self.seed, _SPLIT_STREAM, 1])
+        return np.sort(rng.choice(pool, size=n, replace=False))
+
+    # ------------------------------------------------------------------ persistence
+    def to_dict(self) -> dict:
+        """A JSON-ready dict of everything in the ledger."""
+        return {
+            "dataset_fingerprint": self.dataset_fingerprint, "seed": self.seed,
+            "train_ids": self.train_ids.tolist(), "val_ids": self.val_ids.tolist(),
+            "test_ids": self.test_ids.tolist(), "holdout_ids": self.holdout_ids.tolist(),
+            "labelled_ids": self.labelled_ids.tolist(), "labelled_labels": self.labelled_labels.tolist(),
+            "labelled_rounds": self.labelled_rounds.tolist(), "rounds": self.rounds, "pending": self.pending,
+        }
+
+    @classmethod
+    def from_dict(cls, payload: dict) -> "LabelState":
+        """Rebuild a ledger from :meth:`to_dict` output."""
+        arrays = {key: np.asarray(payload[key], dtype=np.int64) for key in
+                  ("train_ids", "val_ids", "test_ids", "holdout_ids", "labelled_ids", "labelled_labels",
+                   "labelled_rounds")}
+        return cls(payload["dataset_fingerprint"], int(payload["seed"]), rounds=list(payload["rounds"]),
+                   pending=payload["pending"], **arrays)
+
+    def save(self, path: Path) -> None:
+        """Write the ledger atomically with its format, version and checksum."""
+        body = self.to_dict()
+        atomic_write_json(path, {"format": FORMAT, "version": VERSION, "sha256": _checksum(body), "state": body})
+
+    @classmethod
+    def load(cls, path: Path) -> "LabelState":
+        """Read a ledger, refusing foreign, newer or corrupted files with a clear StateError."""
+        path = Path(path)
+        try:
+            document = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise StateError(f"{path} does not exist.") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise StateError(f"{path} is not a readable activelab state file ({error}).") from None
+        if not isinstance(document, dict) or document.get("format") != FORMAT:
+            raise StateError(f"{path} is not an activelab label-state file.")
+        if document.get("version") != VERSION:
+            raise StateError(f"{path} has state format version {document.get('version')}, "
+                             f"this activelab reads version {VERSION}.")
+        body = document.get("state")
+        if not isinstance(body, dict) or document.get("sha256") != _checksum(body):
+            raise StateError(f"{path} fails its checksum; it was edited or corrupted, so it is left untouched.")
+        try:
+            return cls.from_dict(body)
+        except (KeyError, TypeError, ValueError) as error:
+            raise StateError(f"{path} is missing or has a malformed field ({error}).") from None
+
+
+def _checksum(body: dict) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _draw(rng: np.random.Generator, candidates: np.ndarray, n: int | None, what: str) -> np.ndarray:
+    if n is None:
+        return candidates
+    if n < 0:
+        raise ConfigError(f"the {what} size must be >= 0, got {n}.")
+    if n > candidates.size:
+        raise BudgetExceededError(f"the {what} needs {n} items but only {candidates.size} are available.")
+    return rng.choice(candidates, size=n, replace=False)

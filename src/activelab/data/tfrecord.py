@@ -1,0 +1,304 @@
+"""TFRecord files of ``tf.train.Example`` protobufs, read (and written, for test fixtures) without TensorFlow.
+
+A TFRecord file is a sequence of records, each framed as::
+
+    uint64 length | uint32 masked_crc32c(length) | data[length] | uint32 masked_crc32c(data)
+
+(little-endian), where ``masked(c) = ((c >> 15) | (c << 17)) + 0xA282EAD8 (mod 2**32)`` and CRC32C is
+the Castagnoli CRC [1]_. Both checksums are verified, so a truncated or corrupt file raises
+:class:`~activelab.errors.DataError` naming the file and the record (numbered from 0) instead of yielding
+garbage. The record payload is parsed by hand as a ``tf.train.Example``::
+
+    Example  { Features features = 1; }
+    Features { map<string, Feature> feature = 1; }
+    Feature  { oneof { BytesList bytes_list = 1; FloatList float_list = 2; Int64List int64_list = 3; } }
+
+with float and int64 lists accepted packed or unpacked, as protobuf requires of a parser.
+
+CRC32C runs in numpy: the data is cut into many short blocks whose CRCs are computed side by side
+(one vectorised table step per byte of a block), then merged pairwise with precomputed "append n zero
+bytes" operators, which works because a CRC without its initial and final inversion is linear over
+GF(2). This checks the ~46 kB DroughtWatch records in well under a millisecond, where a byte loop in
+Python would take tens.
+
+References
+----------
+.. [1] Castagnoli, G., Bräuer, S. & Herrmann, M. (1993). Optimization of cyclic redundancy-check codes
+       with 24 and 32 parity bits. IEEE Transactions on Communications 41(6).
+.. [2] TensorFlow, ``tensorflow/core/lib/io/record_writer.cc`` and ``core/example/feature.proto``.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Iterator, Mapping
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from activelab.errors import DataError
+
+_POLYNOMIAL = 0x82F63B78  # CRC-32C (Castagnoli), reflected
+_MASK_DELTA = 0xA282EAD8
+_BLOCK = 16  # bytes per block in the vectorised CRC
+_SHORT = 256  # below this many bytes a plain loop is faster
+
+
+def _make_table() -> np.ndarray:
+    crc = np.arange(256, dtype=np.uint32)
+    for _ in range(8):
+        crc = np.where(crc & 1, (crc >> 1) ^ np.uint32(_POLYNOMIAL), crc >> 1).astype(np.uint32)
+    return crc
+
+
+_TABLE = _make_table()
+_TABLE_LIST = [int(value) for value in _TABLE]
+
+
+def crc32c(data: bytes) -> int:
+    """The CRC-32C (Castagnoli) checksum of ``data``, e.g. ``crc32c(b"123456789") == 0xE3069283``."""
+    if len(data) < _SHORT:
+        crc = 0xFFFFFFFF
+        for byte in data:
+            crc = _TABLE_LIST[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+        return crc ^ 0xFFFFFFFF
+    message = np.frombuffer(data, dtype=np.uint8).copy()
+    message[:4] ^= 0xFF  # the initial register 0xFFFFFFFF is the same as inverting the first 4 bytes
+    return _linear_crc(message) ^ 0xFFFFFFFF
+
+
+def masked_crc32c(data: bytes) -> int:
+    """The masked CRC-32C that TFRecord framing stores (masking guards against CRCs of CRCs)."""
+    crc = crc32c(data)
+    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def _linear_crc(message: np.ndarray) -> int:
+    """CRC of ``message`` with a zero initial register and no final inversion (linear in the message)."""
+    blocks = -(-message.size // _BLOCK)
+    count = 1 << max(blocks - 1, 0).bit_length()
+    padded = np.zeros(count * _BLOCK, dtype=np.uint8)
+    padded[padded.size - message.size:] = message  # leading zeros leave a zero register unchanged
+    rows = padded.reshape(count, _BLOCK).astype(np.uint32)
+    regs = np.zeros(count, dtype=np.uint32)
+    for column in range(_BLOCK):
+        regs = _TABLE[(regs ^ rows[:, column]) & 0xFF] ^ (regs >> 8)
+    span = _BLOCK
+    while regs.size > 1:  # crc(A + B) = zeros_{len B}(crc(A)) ^ crc(B)
+        regs = _apply(_zero_operator(span), regs[0::2]) ^ regs[1::2]
+        span *= 2
+    return int(regs[0])
+
+
+def _apply(operator: np.ndarray, regs: np.ndarray) -> np.ndarray:
+    """Apply a linear map on 32-bit registers, given as four 256-entry tables (one per byte)."""
+    return (operator[0][regs & 0xFF] ^ operator[1][(regs >> 8) & 0xFF]
+            ^ operator[2][(regs >> 16) & 0xFF] ^ operator[3][regs >> 24])
+
+
+@lru_cache(maxsize=64)
+def _zero_operator(span: int) -> np.ndarray:
+    """The linear map "feed ``span`` zero bytes" (``span`` = _BLOCK * 2**k), as four byte tables."""
+    if span > _BLOCK:
+        half = _zero_operator(span // 2)
+        return _apply(half, half)
+    regs = np.arange(256, dtype=np.uint32)[None, :] << (8 * np.arange(4, dtype=np.uint32)[:, None])
+    for _ in range(span):
+        regs = _TABLE[regs & 0xFF] ^ (regs >> 8)
+    return regs
+
+
+# ----------------------------------------------------------------------------------------- framing
+
+
+def iter_records(path: Path) -> Iterator[bytes]:
+    """Yield the payload of every record in TFRecord file ``path``, verifying both checksums.
+
+    Raises
+    ------
+    DataError
+        When a record is cut short or a checksum does not match (the message names the file and record).
+    """
+    path = Path(path)
+    with open(path, "rb") as handle:
+        number = 0
+        while header := handle.read(12):
+            if len(header) < 12:
+                raise DataError(f"{path} is truncated in the header of record {number}; download the file again.")
+            length_bytes, length_crc = header[:8], struct.unpack("<I", header[8:])[0]
+            if masked_crc32c(length_bytes) != length_crc:
+                raise DataError(f"{path} has a bad length checksum in record {number}; the file is corrupt, "
+                                "download it again.")
+            length = struct.unpack("<Q", length_bytes)[0]
+            data = handle.read(length)
+            footer = handle.read(4)
+            if len(data) < length or len(footer) < 4:
+                raise DataError(f"{path} is truncated inside record {number}; download the file again.")
+            if masked_crc32c(data) != struct.unpack("<I", footer)[0]:
+                raise DataError(f"{path} has a bad data checksum in record {number}; the file is corrupt, "
+                                "download it again.")
+            yield data
+            number += 1
+
+
+def write_records(path: Path, records: Iterable[bytes]) -> None:
+    """Write ``records`` to ``path`` with TFRecord framing (used to build test fixtures)."""
+    with open(path, "wb") as handle:
+        for data in records:
+            length = struct.pack("<Q", len(data))
+            handle.write(length + struct.pack("<I", masked_crc32c(length)))
+            handle.write(data + struct.pack("<I", masked_crc32c(data)))
+
+
+# ---------------------------------------------------------------------------------------- protobuf
+
+class MalformedExampleError(ValueError):
+    """The bytes are not a well-formed ``tf.train.Example``."""
+
+
+def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise MalformedExampleError("varint runs past the end of its message")
+        byte = buf[pos]
+        result |= (byte & 0x7F) << shift
+        pos += 1
+        shift += 7
+        if not byte & 0x80:
+            return result, pos
+
+
+def _fields(buf: memoryview) -> Iterator[tuple[int, int, int | memoryview]]:
+    """Yield ``(field number, wire type, value)`` for every field of a protobuf message (values are views)."""
+    pos = 0
+    while pos < len(buf):
+        tag, pos = _varint(buf, pos)
+        number, wire = tag >> 3, tag & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire in (1, 5):
+            width = 8 if wire == 1 else 4
+            value, pos = buf[pos:pos + width], pos + width
+        elif wire == 2:
+            size, pos = _varint(buf, pos)
+            value, pos = buf[pos:pos + size], pos + size
+        else:
+            raise MalformedExampleError(f"unsupported wire type {wire}")
+        if pos > len(buf):
+            raise MalformedExampleError("field runs past the end of its message")
+        yield number, wire, value
+
+
+def _signed(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _parse_feature(buf: memoryview) -> list[bytes] | np.ndarray:
+    kind, values = None, []
+    for number, wire, value in _fields(buf):
+        if number not in (1, 2, 3) or wire != 2:
+            continue
+        kind = number
+        for item_number, item_wire, item in _fields(value):
+            if item_number != 1:
+                continue
+            if number == 1 and item_wire == 2:
+                values.append(bytes(item))
+            elif number == 2 and item_wire in (2, 5):
+                values.append(np.frombuffer(item, dtype="<f4"))  # packed (wire 2) or one fixed32 (wire 5)
+            elif number != 3 or item_wire not in (0, 2):
+                raise MalformedExampleError(f"list item of wire type {item_wire} in feature kind {number}")
+            elif item_wire == 0:
+                values.append(_signed(item))
+            else:
+                packed, pos = [], 0
+                while pos < len(item):
+                    raw, pos = _varint(item, pos)
+                    packed.append(_signed(raw))
+                values.extend(packed)
+    if kind == 2:
+        return np.concatenate(values).astype(np.float32) if values else np.zeros(0, np.float32)
+    if kind == 3:
+        return np.array(values, dtype=np.int64)
+    return values
+
+
+def parse_example(record: bytes) -> dict[str, list[bytes] | np.ndarray]:
+    """Parse a serialised ``tf.train.Example`` into ``{name: value}``.
+
+    Values are a list of ``bytes`` (bytes_list), a float32 array (float_list) or an int64 array
+    (int64_list).
+
+    Raises
+    ------
+    MalformedExampleError
+        When ``record`` is not a valid protobuf of that shape.
+    """
+    features: dict[str, list[bytes] | np.ndarray] = {}
+    for number, wire, features_msg in _fields(memoryview(record)):
+        if number != 1 or wire != 2:
+            continue
+        for entry_number, entry_wire, entry in _fields(features_msg):
+            if entry_number != 1 or entry_wire != 2:
+                continue
+            name, value = None, memoryview(b"")
+            for field_number, field_wire, field in _fields(entry):
+                if field_number == 1 and field_wire == 2:
+                    name = bytes(field).decode("utf-8", errors="replace")
+                elif field_number == 2 and field_wire == 2:
+                    value = field
+            if name is None:
+                raise MalformedExampleError("feature map entry without a name")
+            features[name] = _parse_feature(value)
+    return features
+
+
+def read_examples(path: Path) -> Iterator[dict[str, list[bytes] | np.ndarray]]:
+    """Yield the parsed ``tf.train.Example`` of every record of ``path`` (see :func:`parse_example`)."""
+    for number, record in enumerate(iter_records(path)):
+        try:
+            yield parse_example(record)
+        except MalformedExampleError as error:
+            raise DataError(f"{path} record {number} is not a valid tf.train.Example ({error}); "
+                            "the file is corrupt or not a TFRecord of examples.") from None
+
+
+def _key(number: int, wire: int) -> bytes:
+    return _encode_varint(number << 3 | wire)
+
+
+def _encode_varint(value: int) -> bytes:
+    value &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _delimited(number: int, payload: bytes) -> bytes:
+    return _key(number, 2) + _encode_varint(len(payload)) + payload
+
+
+def encode_example(features: Mapping[str, bytes | list[bytes] | np.ndarray]) -> bytes:
+    """Serialise ``{name: value}`` as a ``tf.train.Example`` (bytes → bytes_list, float → float_list, int → int64_list).
+
+    Lists are written packed, as TensorFlow does. Used to build test fixtures byte for byte.
+    """
+    entries = b""
+    for name, value in features.items():
+        if isinstance(value, bytes):
+            value = [value]
+        if isinstance(value, list) and all(isinstance(item, bytes) for item in value):
+            feature = _delimited(1, b"".join(_delimited(1, item) for item in value))
+        else:
+            array = np.asarray(value).ravel()
+            if np.issubdtype(array.dtype, np.floating):
+                feature = _delimited(2, _delimited(1, array.astype("<f4").tobytes()))
+            else:
+                feature = _delimited(3, _delimited(1, b"".join(_encode_varint(int(v)) for v in array)))
+        entries += _delimited(1, _delimited(1, name.encode()) + _delimited(2, feature))
+    return _delimited(1, entries)

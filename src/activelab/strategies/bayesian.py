@@ -1,0 +1,278 @@
+"""MC-dropout scores over ``probs_T_N_C``: BALD, the MC-averaged uncertainty scores and two spread scores.
+
+Each ``score_*`` maps the class probabilities of ``T`` stochastic passes over ``N`` pool items to a
+length-N score where higher means more informative; each registered strategy is that score followed by
+:func:`~activelab.strategies.base.select_top`. Scores are computed in chunks of pool items
+(:func:`chunk_slices`) so that temporaries stay bounded for pools of a million images.
+
+References
+----------
+.. [1] Houlsby, N., Huszar, F., Ghahramani, Z. & Lengyel, M. (2011). Bayesian active learning for
+       classification and preference learning. arXiv:1112.5745.
+.. [2] Gal, Y., Islam, R. & Ghahramani, Z. (2017). Deep Bayesian active learning with image data. ICML.
+.. [3] Freeman, L. C. (1965). Elementary Applied Statistics. Wiley (variation ratio).
+.. [4] Kampffmeyer, M., Salberg, A.-B. & Jenssen, R. (2016). Semantic segmentation of small objects and
+       modeling of uncertainty in urban remote sensing images using deep convolutional neural networks.
+       CVPR workshops.
+.. [5] Kendall, A., Badrinarayanan, V. & Cipolla, R. (2015). Bayesian SegNet: model uncertainty in deep
+       convolutional encoder-decoder architectures for scene understanding. arXiv:1511.02680.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import numpy as np
+from scipy.special import entr
+
+from activelab.strategies.base import Selection, register, select_top
+from activelab.strategies.uncertainty import score_entropy, score_least_confidence, score_margin, score_ratio
+
+#: Upper bound on the float64 elements of one chunk's temporaries (2**22 elements = 32 MiB). Chunks are
+#: sized in elements rather than items so that many passes or classes do not blow the bound.
+CHUNK_ELEMENTS = 2**22
+
+GAL = "Gal, Islam & Ghahramani 2017"
+
+
+def chunk_slices(n_pool: int, elements_per_item: int) -> Iterator[slice]:
+    """Yield consecutive slices of ``range(n_pool)`` holding at most ``CHUNK_ELEMENTS`` elements each.
+
+    Parameters
+    ----------
+    n_pool : int
+        Number of pool items N.
+    elements_per_item : int
+        Size of the largest temporary per item (for example ``T * C``).
+
+    Returns
+    -------
+    Iterator[slice]
+        Slices covering ``0..N`` in order, each of at least one item.
+    """
+    step = max(1, CHUNK_ELEMENTS // max(1, elements_per_item))
+    for start in range(0, n_pool, step):
+        yield slice(start, start + step)
+
+
+def _per_chunk(score_chunk: Callable[[np.ndarray], np.ndarray], probs_T_N_C: np.ndarray) -> np.ndarray:
+    """Apply ``score_chunk`` to float64 copies of bounded chunks of the pool and join the scores."""
+    n_passes, n_pool, n_classes = probs_T_N_C.shape
+    scores_N = np.empty(n_pool)
+    for rows in chunk_slices(n_pool, n_passes * n_classes):
+        scores_N[rows] = score_chunk(np.asarray(probs_T_N_C[:, rows], dtype=np.float64))
+    return scores_N
+
+
+def expected_entropy(probs_T_N_C: np.ndarray) -> np.ndarray:
+    """Mean over passes of the entropy of each pass, ``mean_t H[p_t]``, in nats.
+
+    Parameters
+    ----------
+    probs_T_N_C : numpy.ndarray, shape (T, N, C)
+        Class probabilities of T stochastic passes over N pool items.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N,)
+        The expected (aleatoric) entropy of each item; ``0 log 0 = 0``.
+    """
+    return _per_chunk(lambda probs: entr(probs).sum(axis=2).mean(axis=0), probs_T_N_C)
+
+
+def _bald_chunk(probs_T_n_C: np.ndarray) -> np.ndarray:
+    predictive = entr(probs_T_n_C.mean(axis=0)).sum(axis=1)
+    expected = entr(probs_T_n_C).sum(axis=2).mean(axis=0)
+    return np.maximum(predictive - expected, 0.0)
+
+
+def score_bald(probs_T_N_C: np.ndarray) -> np.ndarray:
+    """Mutual information between an item's label and the model parameters (BALD), in nats.
+
+    ``H[mean_t p_t] - mean_t H[p_t]``: the expected entropy is averaged over the T passes and summed
+    over the C classes (the seed summed over T and averaged over C). Mutual information is never
+    negative, so round-off below zero is clipped to 0.
+
+    Parameters
+    ----------
+    probs_T_N_C : numpy.ndarray, shape (T, N, C)
+        Class probabilities of T stochastic passes over N pool items.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N,)
+        BALD score of each item, in ``[0, log C]``.
+
+    References
+    ----------
+    .. [1] Houlsby et al. (2011), Bayesian active learning for classification and preference learning.
+    .. [2] Gal, Islam & Ghahramani (2017), Deep Bayesian active learning with image data.
+    """
+    return _per_chunk(_bald_chunk, probs_T_N_C)
+
+
+def _on_mean(score_N_C: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda probs_T_n_C: score_N_C(probs_T_n_C.mean(axis=0))
+
+
+def score_mc_least_confidence(probs_T_N_C: np.ndarray) -> np.ndarray:
+    """Least confidence ``1 - max_c p_c`` of the MC-averaged prediction ``p = mean_t p_t``.
+
+    Parameters
+    ----------
+    probs_T_N_C : numpy.ndarray, shape (T, N, C)
+        Class probabilities of T stochastic passes over N pool items.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N,)
+        :func:`~activelab.strategies.uncertainty.score_least_confidence` of the mean prediction.
+
+    References
+    ----------
+    .. [1] Gal, Islam & Ghahramani (2017), Deep Bayesian active learning with image data.
+    """
+    return _per_chunk(_on_mean(score_least_confidence), probs_T_N_C)
+
+
+def score_mc_margin(probs_T_N_C: np.ndarray) -> np.ndarray:
+    """Margin score ``1 - (p_(1) - p_(2))`` of the MC-averaged prediction ``p = mean_t p_t``.
+
+    Parameters
+    ----------
+    probs_T_N_C : numpy.ndarray, shape (T, N, C)
+        Class probabilities of T stochastic passes over N pool items.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N,)
+        :func:`~activelab.strategies.uncertainty.score_margin` of the mean prediction.
+
+    References
+    ----------
+    .. [1] Gal, Islam & Ghahramani (2017), Deep Bayesian active learning with image data.
+    """
+    return _per_chunk(_on_mean(score_margin), probs_T_N_C)
+
+
+def score_mc_ratio(probs_T_N_C: np.ndarray) -> np.ndarray:
+    """Ratio ``p_(2) / p_(1)`` of the MC-averaged prediction ``p = mean_t p_t``.
+
+    Parameters
+    ----------
+    probs_T_N_C : numpy.ndarray, shape (T, N, C)
+        Class probabilities of T stochastic passes over N pool items.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N,)
+        :func:`~activelab.strategies.uncertainty.score_ratio` of the mean prediction.
+
+    References
+    ----------
+    .. [1] Gal, Islam & Ghahramani (2017), Deep Bayesian active learning with image data.
+    """
+    return _per_chunk(_on_mean(score_ratio), probs_T_N_C)
+
+
+def score_mc_entropy(probs_T_N_C: np.ndarray) -> np.ndarray:
+    """Predictive entropy ``H[mean_t p_t]`` of the MC-averaged prediction, in nats.
+
+    Parameters
+    ----------
+    probs_T_N_C : numpy.ndarray, shape (T, N, C)
+        Class probabilities of T stochastic passes over N pool items.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N,)
+        :func:`~activelab.strategies.uncertainty.score_entropy` of the mean prediction.
+
+    References
+    ----------
+    .. [1] Gal, Islam & Ghahramani (2017), Deep Bayesian active learning with image data.
+    """
+    return _per_chunk(_on_mean(score_entropy), probs_T_N_C)
+
+
+def _variation_ratios_chunk(probs_T_n_C: np.ndarray) -> np.ndarray:
+    n_passes, n_items, n_classes = probs_T_n_C.shape
+    votes_T_n = probs_T_n_C.argmax(axis=2)
+    cells = (votes_T_n + n_classes * np.arange(n_items)).ravel()
+    counts_n_C = np.bincount(cells, minlength=n_items * n_classes).reshape(n_items, n_classes)
+    return 1.0 - counts_n_C.max(axis=1) / n_passes
+
+
+def score_variation_ratios(probs_T_N_C: np.ndarray) -> np.ndarray:
+    """Share of passes that do not vote for the modal class: ``1 - f_mode / T``.
+
+    Each pass votes for its most probable class. Tie rule: a pass whose largest probability is shared
+    by several classes votes for the lowest class index (``argmax``); when several classes share the
+    largest vote count, ``f_mode`` is that count, so which of them is "the" mode does not matter.
+
+    Parameters
+    ----------
+    probs_T_N_C : numpy.ndarray, shape (T, N, C)
+        Class probabilities of T stochastic passes over N pool items.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N,)
+        Variation ratio of each item, in ``[0, 1 - 1/T]``; 0 when every pass agrees.
+
+    References
+    ----------
+    .. [1] Freeman (1965), Elementary Applied Statistics.
+    .. [2] Gal, Islam & Ghahramani (2017), Deep Bayesian active learning with image data.
+    """
+    return _per_chunk(_variation_ratios_chunk, probs_T_N_C)
+
+
+def score_mean_std(probs_T_N_C: np.ndarray) -> np.ndarray:
+    """Mean over classes of the standard deviation over passes of each class probability.
+
+    The standard deviation is the population one (``ddof=0``), as in the references.
+
+    Parameters
+    ----------
+    probs_T_N_C : numpy.ndarray, shape (T, N, C)
+        Class probabilities of T stochastic passes over N pool items.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N,)
+        ``mean_c std_t p_t,c`` of each item; 0 when every pass agrees.
+
+    References
+    ----------
+    .. [1] Kampffmeyer, Salberg & Jenssen (2016), Semantic segmentation of small objects and modeling of
+           uncertainty in urban remote sensing images.
+    .. [2] Kendall, Badrinarayanan & Cipolla (2015), Bayesian SegNet.
+    """
+    return _per_chunk(lambda probs: probs.std(axis=0).mean(axis=1), probs_T_N_C)
+
+
+def _register_score(name: str, score: Callable[[np.ndarray], np.ndarray], description: str,
+                    reference: str) -> None:
+    def select(n: int, *, rng: np.random.Generator, probs_T_N_C: np.ndarray) -> Selection:
+        return select_top(score(probs_T_N_C), n, rng=rng)
+
+    select.__name__ = f"select_{name}"
+    select.__doc__ = f"Pick the ``n`` pool items with the highest {name.replace('_', ' ')} score."
+    register(name, needs=("probs_T_N_C",), family="bayesian", description=description,
+             reference=reference)(select)
+
+
+_register_score("bald", score_bald, "highest mutual information between label and weights (MC dropout)",
+                "Houlsby et al. 2011; " + GAL)
+_register_score("mc_least_confidence", score_mc_least_confidence,
+                "lowest top-class probability of the MC-averaged prediction", GAL)
+_register_score("mc_margin", score_mc_margin,
+                "smallest top-two gap of the MC-averaged prediction", GAL)
+_register_score("mc_ratio", score_mc_ratio,
+                "highest second-to-first ratio of the MC-averaged prediction", GAL)
+_register_score("mc_entropy", score_mc_entropy, "highest entropy of the MC-averaged prediction", GAL)
+_register_score("variation_ratios", score_variation_ratios,
+                "largest share of MC passes disagreeing with the modal class", "Freeman 1965; " + GAL)
+_register_score("mean_std", score_mean_std, "highest class-averaged std of the MC probabilities",
+                "Kampffmeyer et al. 2016; Kendall et al. 2015")

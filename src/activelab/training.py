@@ -1,0 +1,145 @@
+"""Training with PyTorch Lightning and evaluation with torchmetrics.
+
+Each round trains on the labelled ids, stops early on the validation split (best validation accuracy,
+restored at the end via Lightning's ``ModelCheckpoint``) and never sees the test split. Evaluation on the
+test split reports accuracy and macro-F1. Seeds, deterministic algorithms and a seeded shuffling order
+make a round's weights reproducible on the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # emitted by Lightning's own import on new torch
+import pytorch_lightning as pl  # noqa: E402
+import torch  # noqa: E402
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint  # noqa: E402
+from torch import nn  # noqa: E402
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score  # noqa: E402
+
+from activelab.data.base import Dataset  # noqa: E402
+from activelab.data.loading import make_loader  # noqa: E402
+from activelab.inference import predict_probs  # noqa: E402
+from activelab.models.heads import ActiveModel  # noqa: E402
+
+for _name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How one round trains: optimiser, epochs, early stopping, hardware, loaders."""
+
+    max_epochs: int = 20
+    lr: float = 1e-3
+    batch_size: int = 64
+    patience: int = 5
+    gpus: int = 0
+    num_workers: int = 0
+    progress: bool = True
+
+    @property
+    def device(self) -> torch.device:
+        """The device inference runs on: the first GPU when ``gpus > 0`` and one exists, else the CPU."""
+        return torch.device("cuda:0" if self.gpus > 0 and torch.cuda.is_available() else "cpu")
+
+
+class Classifier(pl.LightningModule):
+    """A LightningModule around an :class:`ActiveModel`: cross-entropy, Adam, validation accuracy."""
+
+    def __init__(self, model: ActiveModel, num_classes: int, lr: float):
+        super().__init__()
+        self.model = model
+        self.lr = lr
+        self.loss = nn.CrossEntropyLoss()
+        self.val_accuracy = MulticlassAccuracy(num_classes=num_classes, average="micro")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    def training_step(self, batch, batch_index):
+        images, labels = batch
+        loss = self.loss(self.model(images), labels)
+        self.log("train_loss", loss, batch_size=labels.numel(), prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_index):
+        images, labels = batch
+        logits = self.model(images)
+        self.val_accuracy.update(logits, labels)
+        self.log("val_loss", self.loss(logits, labels), batch_size=labels.numel())
+        self.log("val_acc", self.val_accuracy, batch_size=labels.numel(), prog_bar=True)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.model.parameters(), lr=self.lr)
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What training a round produced: best validation accuracy, epochs run, seconds."""
+
+    best_val_accuracy: float | None
+    epochs: int
+    seconds: float
+
+
+def fit(model: ActiveModel, dataset: Dataset, train_ids: np.ndarray, train_labels: np.ndarray,
+        val_ids: np.ndarray, settings: TrainSettings, *, seed: int) -> FitResult:
+    """Train ``model`` in place on ``train_ids`` and keep the weights of the best validation epoch.
+
+    With no validation ids, trains for ``max_epochs`` and keeps the last weights.
+    """
+    start = time.perf_counter()
+    pl.seed_everything(seed, workers=True, verbose=False)
+    classifier = Classifier(model, dataset.num_classes, settings.lr)
+    train_loader = make_loader(dataset, train_ids, labels=train_labels, batch_size=settings.batch_size,
+                               shuffle_seed=seed, num_workers=settings.num_workers)
+    has_val = len(val_ids) > 0
+    val_loader = (make_loader(dataset, val_ids, labels=dataset.labels[val_ids], batch_size=256,
+                              num_workers=settings.num_workers) if has_val else None)
+    checkpoints = Path(tempfile.mkdtemp(prefix="activelab-ckpt-"))
+    callbacks = []
+    if has_val:
+        best = ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val_acc", mode="max",
+                               save_top_k=1, save_weights_only=True, enable_version_counter=False)
+        callbacks = [EarlyStopping(monitor="val_acc", mode="max", patience=settings.patience), best]
+    use_gpu = settings.gpus > 0 and torch.cuda.is_available()
+    trainer = pl.Trainer(
+        max_epochs=settings.max_epochs, accelerator="gpu" if use_gpu else "cpu",
+        devices=settings.gpus if use_gpu else 1, deterministic=True, callbacks=callbacks,
+        logger=False, enable_checkpointing=has_val, enable_progress_bar=settings.progress,
+        enable_model_summary=False, use_distributed_sampler=False, num_sanity_val_steps=0,
+        limit_val_batches=1.0 if has_val else 0)
+    try:
+        trainer.fit(classifier, train_loader, val_loader)
+        best_accuracy = None
+        if has_val and best.best_model_path:
+            state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+            classifier.load_state_dict(state)
+            best_accuracy = float(best.best_model_score)
+    finally:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    model.cpu().eval()
+    return FitResult(best_accuracy, int(trainer.current_epoch), time.perf_counter() - start)
+
+
+def evaluate(model: ActiveModel, dataset: Dataset, ids: np.ndarray, settings: TrainSettings) -> dict[str, float]:
+    """Accuracy and macro-F1 of ``model`` on ``ids`` (the test split), with torchmetrics."""
+    probs = predict_probs(model, dataset, ids, batch_size=256, device=settings.device,
+                          num_workers=settings.num_workers)
+    predictions = torch.from_numpy(probs).argmax(1)
+    targets = torch.from_numpy(np.asarray(dataset.labels[ids], dtype=np.int64))
+    classes = dataset.num_classes
+    accuracy = MulticlassAccuracy(num_classes=classes, average="micro")(predictions, targets)
+    macro_f1 = MulticlassF1Score(num_classes=classes, average="macro")(predictions, targets)
+    return {"test_accuracy": float(accuracy), "test_macro_f1": float(macro_f1)}
