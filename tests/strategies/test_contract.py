@@ -1,0 +1,66 @@
+"""The contract every registered strategy keeps, checked for all of them (present and future).
+
+n unique in-range positions in priority order; n >= N gives the whole pool; equal seeds give equal
+selections; inputs are never mutated; every strategy is documented with a description and a reference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from activelab.strategies import INPUTS, registry
+
+NAMES = sorted(registry())
+
+
+def make_inputs(needs: tuple[str, ...], n_pool: int, seed: int) -> dict[str, np.ndarray]:
+    """Random but valid inputs for a pool of ``n_pool`` items, with clustered embeddings."""
+    rng = np.random.default_rng(seed)
+    classes, width = 4, 6
+    centres = rng.normal(scale=5.0, size=(3, width))
+    makers = {
+        "probs_N_C": lambda: rng.dirichlet(np.full(classes, 0.5), size=n_pool),
+        "probs_T_N_C": lambda: rng.dirichlet(np.full(classes, 0.5), size=(5, n_pool)),
+        "emb_N_D": lambda: centres[rng.integers(0, 3, n_pool)] + rng.normal(size=(n_pool, width)),
+        "labelled_emb_M_D": lambda: centres[rng.integers(0, 3, 7)] + rng.normal(size=(7, width)),
+        "act_N_L": lambda: rng.normal(size=(n_pool, 3)),
+        "grad_emb_N_D": lambda: rng.normal(size=(n_pool, classes * width)),
+        "p_wrong_N": lambda: rng.random(n_pool),
+        "p_unlabelled_N": lambda: rng.random(n_pool),
+    }
+    return {need: makers[need]() for need in needs}
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("n_pool, n", [(60, 7), (25, 25), (12, 40)])
+def test_contract(name, n_pool, n):
+    strategy = registry()[name]
+    inputs = make_inputs(strategy.needs, n_pool, seed=n_pool + n)
+    originals = {key: value.copy() for key, value in inputs.items()}
+    selection = strategy(n, rng=np.random.default_rng(11), n_pool=n_pool, **inputs)
+    positions = selection.positions
+    assert positions.dtype == np.int64
+    assert positions.size == min(n, n_pool)
+    assert np.unique(positions).size == positions.size
+    assert positions.min() >= 0 and positions.max() < n_pool
+    assert selection.scores.shape == positions.shape
+    if n >= n_pool:
+        assert sorted(positions.tolist()) == list(range(n_pool))
+    again = strategy(n, rng=np.random.default_rng(11), n_pool=n_pool, **inputs)
+    assert again.positions.tolist() == positions.tolist()
+    for key, value in inputs.items():
+        assert np.array_equal(value, originals[key]), f"{name} mutated {key}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_documented(name):
+    strategy = registry()[name]
+    assert strategy.description and strategy.reference and strategy.family
+    assert strategy.select.__doc__, f"{name} has no docstring"
+    assert set(strategy.needs) <= set(INPUTS)
+
+
+def test_the_study_strategies_are_all_registered():
+    study = {"random", "least_confidence", "margin", "ratio", "entropy"}
+    assert study <= set(NAMES)

@@ -1,0 +1,131 @@
+"""The label ledger: disjoint, seed-stable splits; round trips; refusal of corrupt or foreign files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from activelab.data.base import UNLABELLED
+from activelab.data.state import LabelState
+from activelab.errors import BudgetExceededError, ConfigError, StateError
+
+LABELS = np.arange(500) % 5
+
+
+def make_state(seed=0, **kwargs):
+    options = dict(n_val=50, n_test=100, n_holdout=20)
+    options.update(kwargs)
+    return LabelState.create(LABELS, seed=seed, dataset_fingerprint="fp", **options)
+
+
+def test_splits_are_disjoint_cover_everything_and_have_the_asked_sizes():
+    state = make_state()
+    parts = [state.train_ids, state.val_ids, state.test_ids, state.holdout_ids]
+    assert [part.size for part in parts] == [330, 50, 100, 20]
+    joined = np.concatenate(parts)
+    assert np.unique(joined).size == joined.size == 500
+
+
+def test_splits_are_stable_for_a_seed_and_differ_between_seeds():
+    assert np.array_equal(make_state(3).test_ids, make_state(3).test_ids)
+    assert np.array_equal(make_state(3).val_ids, make_state(3).val_ids)
+    assert not np.array_equal(make_state(3).test_ids, make_state(4).test_ids)
+
+
+def test_predefined_test_split_is_used_and_subsampled():
+    test_mask = np.zeros(500, bool)
+    test_mask[400:] = True
+    state = LabelState.create(LABELS, seed=0, predefined_test=test_mask, n_val=10, n_test=30)
+    assert state.test_ids.size == 30 and state.test_ids.min() >= 400
+    assert state.train_ids.max() < 400 and state.val_ids.max() < 400
+
+
+def test_unlabelled_items_only_go_to_the_pool():
+    labels = LABELS.copy()
+    labels[::2] = UNLABELLED
+    state = LabelState.create(labels, seed=0, n_val=20, n_test=30)
+    assert (labels[state.val_ids] != UNLABELLED).all() and (labels[state.test_ids] != UNLABELLED).all()
+
+
+def test_pool_size_subsamples_the_pool():
+    assert make_state(pool_size=100).train_ids.size == 100
+
+
+def test_add_moves_ids_from_pool_to_labelled_and_refuses_bad_ids():
+    state = make_state()
+    ids = state.pool_ids[:3]
+    state.add(ids, LABELS[ids], 1)
+    assert state.n_labelled == 3 and not np.isin(ids, state.pool_ids).any()
+    assert state.labelled_rounds.tolist() == [1, 1, 1]
+    with pytest.raises(ConfigError, match="not in the unlabelled pool"):
+        state.add(ids[:1], LABELS[ids[:1]], 2)
+    with pytest.raises(ConfigError, match="not in the unlabelled pool"):
+        state.add(state.test_ids[:1], LABELS[state.test_ids[:1]], 2)
+    with pytest.raises(ConfigError, match="twice"):
+        state.add(np.repeat(state.pool_ids[:1], 2), np.zeros(2, int), 2)
+    with pytest.raises(ConfigError, match="labels"):
+        state.add(state.pool_ids[:2], np.zeros(3, int), 2)
+
+
+def test_sizes_larger_than_available_are_refused():
+    with pytest.raises(BudgetExceededError, match="test set needs 600"):
+        make_state(n_test=600)
+    with pytest.raises(BudgetExceededError, match="n_train_images"):
+        make_state().acquire_initial_ids(10_000)
+
+
+def test_save_load_round_trip(tmp_path):
+    state = make_state()
+    state.add(state.acquire_initial_ids(10), LABELS[state.acquire_initial_ids(10)], 0)
+    state.rounds.append({"round": 0, "test_accuracy": 0.5})
+    state.pending = {"round": 0, "ids": [1, 2]}
+    state.save(tmp_path / "state.json")
+    loaded = LabelState.load(tmp_path / "state.json")
+    assert loaded.to_dict() == state.to_dict()
+
+
+def test_corrupt_or_foreign_files_are_refused_and_left_untouched(tmp_path):
+    path = tmp_path / "state.json"
+    make_state().save(path)
+    document = json.loads(path.read_text())
+    document["state"]["labelled_ids"] = [1, 2, 3]
+    path.write_text(json.dumps(document))
+    before = path.read_bytes()
+    with pytest.raises(StateError, match="checksum"):
+        LabelState.load(path)
+    assert path.read_bytes() == before
+    path.write_text('{"format": "something else"}')
+    with pytest.raises(StateError, match="not an activelab label-state file"):
+        LabelState.load(path)
+    path.write_text("{truncated")
+    with pytest.raises(StateError, match="not a readable"):
+        LabelState.load(path)
+    document["version"] = 99
+    path.write_text(json.dumps(document))
+    with pytest.raises(StateError, match="version 99"):
+        LabelState.load(path)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), batches=st.lists(st.integers(1, 40), max_size=6))
+def test_any_sequence_of_adds_keeps_the_ledger_consistent(tmp_path_factory, seed, batches):
+    path = tmp_path_factory.mktemp("ledger") / "state.json"
+    state = make_state(seed)
+    rng = np.random.default_rng(seed)
+    total = 0
+    for round_index, size in enumerate(batches, start=1):
+        pool = state.pool_ids
+        ids = rng.choice(pool, size=min(size, pool.size), replace=False)
+        state.add(ids, LABELS[ids], round_index)
+        total += ids.size
+        state.save(path)
+        state = LabelState.load(path)
+        assert state.n_labelled == total
+        assert state.pool_ids.size + total == state.train_ids.size
+        assert not np.isin(state.labelled_ids, state.test_ids).any()
+        assert not np.isin(state.labelled_ids, state.val_ids).any()
+        assert np.array_equal(LABELS[state.labelled_ids], state.labelled_labels)
