@@ -17,7 +17,7 @@ from activelab.config import RunConfig
 from activelab.errors import ConfigError, UserError
 
 DEMO = dict(data_class="fashion-mnist", model_class="cnn", n_train_images=100, al_samples_per_iter=100,
-            al_iter=4, max_epochs=15, patience=4, n_val=500, n_test=2000, pool_size=10000, seed=0)
+            al_iter=4, max_epochs=10, patience=3, n_val=500, n_test=2000, pool_size=10000, seed=0)
 
 
 class _Parser(argparse.ArgumentParser):

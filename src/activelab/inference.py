@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from activelab.data.base import Dataset
 from activelab.data.loading import make_loader
+from activelab.faults import crash_point
 from activelab.models.heads import ActiveModel
 
 #: Inputs this module computes in one pass over the pool (see ``activelab.strategies.INPUTS``).
@@ -73,6 +74,7 @@ def pool_outputs(model: ActiveModel, dataset: Dataset, positions: np.ndarray, wa
                 with mc_dropout(model.head):
                     samples = [torch.softmax(model.head(features).double(), 1).float() for _ in range(mc_samples)]
                 parts["probs_T_N_C"].append(torch.stack(samples).cpu().numpy())
+            crash_point("score-batch")
     finally:
         torch.random.set_rng_state(generator_state)
     result = {}

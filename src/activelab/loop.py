@@ -31,6 +31,7 @@ from activelab.config import RunConfig
 from activelab.data.base import UNLABELLED, Dataset
 from activelab.data.sources import get_source
 from activelab.data.state import LabelState
+from activelab.faults import crash_point
 from activelab.errors import BudgetExceededError, ConfigError, StateError, UnlabelledDataError
 from activelab.inference import POOL_OUTPUTS, embed, pool_outputs, predict_probs
 from activelab.io import atomic_write_bytes, atomic_write_json
@@ -99,8 +100,10 @@ def run_experiment(config: RunConfig, *, on_round: Callable[[dict], None] | None
                          model=config.model_class, seed=config.seed, run_dir=run_dir.resolve(),
                          config=config.to_dict(), environment=json.loads((run_dir / "environment.json").read_text()))
         experiment = Experiment(config, dataset, strategy, state, store, settings)
-        for record in state.rounds if on_round is not None else ():
-            on_round(record)
+        for round_index, record in enumerate(state.rounds):
+            _record_in_store(experiment, round_index)  # the store may lag the ledger after a crash
+            if on_round is not None:
+                on_round(record)
         _run_rounds(experiment, on_round)
         store.finish_run(config.name, _now())
         return state
@@ -165,6 +168,7 @@ def _load_or_create_state(config: RunConfig, dataset: Dataset, strategy: Strateg
     _check_labelled(dataset, initial)
     state.add(initial, dataset.labels[initial], 0)
     state.save(path)
+    crash_point("state-created")
     return state
 
 
@@ -199,8 +203,20 @@ def _train_and_evaluate(experiment: Experiment, round_index: int) -> dict:
               "seconds_evaluate": time.perf_counter() - start, "acquired": False}
     state.rounds.append(record)
     experiment.save_state()
-    experiment.store.record_round(experiment.config.name, record)
+    crash_point("round-evaluated")
+    _record_in_store(experiment, round_index)
     return record
+
+
+def _record_in_store(experiment: Experiment, round_index: int) -> None:
+    """Write round ``round_index`` of the ledger (metrics and, once labelled, its selection) to the store."""
+    state, run_id = experiment.state, experiment.config.name
+    record = state.rounds[round_index]
+    experiment.store.record_round(run_id, record)
+    if record.get("acquired"):
+        acquired = state.labelled_rounds == round_index + 1
+        experiment.store.record_selection(run_id, round_index, state.labelled_ids[acquired].tolist(),
+                                          record["selection_scores"], state.labelled_labels[acquired].tolist())
 
 
 def _new_model(experiment: Experiment, round_index: int) -> ActiveModel:
@@ -229,6 +245,7 @@ def _trained_model(experiment: Experiment, round_index: int) -> tuple[ActiveMode
     buffer = io.BytesIO()
     torch.save({"model": model.state_dict(), "fit": fit_record}, buffer)
     atomic_write_bytes(path, buffer.getvalue())
+    crash_point("weights-saved")
     return model, fit_record
 
 
@@ -240,22 +257,25 @@ def _load_weights(path: Path) -> dict:
 
 def _acquire(experiment: Experiment, round_index: int) -> None:
     """Select with round ``round_index``'s model (unless a selection is pending), label, record."""
-    config, state, dataset = experiment.config, experiment.state, experiment.dataset
+    state, dataset = experiment.state, experiment.dataset
     if state.pending is None or state.pending["round"] != round_index:
         model, _ = _trained_model(experiment, round_index)
         state.pending = _select(experiment, model, round_index)
         experiment.save_state()
+        crash_point("selection-saved")
     pending = state.pending
     ids = np.asarray(pending["ids"], dtype=np.int64)
     _check_labelled(dataset, ids)
     labels = dataset.labels[ids]
     state.add(ids, labels, round_index + 1)
     record = state.rounds[round_index]
-    record.update(acquired=True, seconds_score=pending["seconds_score"], seconds_select=pending["seconds_select"])
+    record.update(acquired=True, seconds_score=pending["seconds_score"], seconds_select=pending["seconds_select"],
+                  selection_scores=pending["scores"])
     state.pending = None
     experiment.save_state()
-    experiment.store.record_selection(config.name, round_index, ids.tolist(), pending["scores"], labels.tolist())
-    experiment.store.record_round(config.name, record)
+    crash_point("labels-saved")
+    _record_in_store(experiment, round_index)
+    crash_point("round-recorded")
 
 
 def _select(experiment: Experiment, model: ActiveModel, round_index: int) -> dict:

@@ -27,6 +27,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score  #
 
 from activelab.data.base import Dataset  # noqa: E402
 from activelab.data.loading import make_loader  # noqa: E402
+from activelab.faults import crash_point  # noqa: E402
 from activelab.inference import predict_probs  # noqa: E402
 from activelab.models.heads import ActiveModel  # noqa: E402
 
@@ -79,6 +80,9 @@ class Classifier(pl.LightningModule):
         self.val_accuracy.update(logits, labels)
         self.log("val_loss", self.loss(logits, labels), batch_size=labels.numel())
         self.log("val_acc", self.val_accuracy, batch_size=labels.numel(), prog_bar=True)
+
+    def on_train_epoch_end(self) -> None:
+        crash_point("train-epoch")
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.model.parameters(), lr=self.lr)

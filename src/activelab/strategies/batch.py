@@ -2,7 +2,8 @@
 
 Top-k of a per-item score fills a batch with near-duplicates. BatchBALD picks greedily the item that
 adds the most joint mutual information to the items already chosen; power sampling draws the batch at
-random with probability proportional to ``score ** beta``, which is nearly as good and costs nothing.
+random with probability proportional to ``score ** beta``, which Kirsch et al. (2023) found competitive
+at almost no extra cost.
 
 BatchBALD keeps the chosen items' joint label configurations as a ``[T, M]`` matrix, following the
 paper's implementation (batchbald_redux), with two changes that keep it stable for large batches:
@@ -27,7 +28,6 @@ References
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import entr
 
 from activelab.strategies.base import Selection, register, select_top
 from activelab.strategies.bayesian import chunk_slices, expected_entropy, score_bald
@@ -48,12 +48,16 @@ def _conditional_entropy(weights_T_M: np.ndarray, config_p_M: np.ndarray,
     n_passes, n_pool, n_classes = probs_T_N_C.shape
     n_configs = config_p_M.size
     weights_M_T = weights_T_M.T / n_passes
+    tiny = np.finfo(np.float64).tiny
     entropy_N = np.empty(n_pool)
-    for rows in chunk_slices(n_pool, n_configs * n_classes + n_passes * n_classes):
+    for rows in chunk_slices(n_pool, (2 * n_configs + n_passes) * n_classes):
         probs_T_nC = np.asarray(probs_T_N_C[:, rows], dtype=np.float64).reshape(n_passes, -1)
         conditional_M_nC = weights_M_T @ probs_T_nC
-        weighted_nC = config_p_M @ entr(conditional_M_nC, out=conditional_M_nC)
-        entropy_N[rows] = weighted_nC.reshape(-1, n_classes).sum(axis=1)
+        # p log p with 0 log 0 = 0, in place: about twice as fast as scipy's ``entr`` on this hot path.
+        plogp_M_nC = np.maximum(conditional_M_nC, tiny)
+        np.log(plogp_M_nC, out=plogp_M_nC)
+        plogp_M_nC *= conditional_M_nC
+        entropy_N[rows] = -(config_p_M @ plogp_M_nC).reshape(-1, n_classes).sum(axis=1)
     return entropy_N
 
 
@@ -102,13 +106,15 @@ def select_batchbald(n: int, *, rng: np.random.Generator, probs_T_N_C: np.ndarra
     num_samples : int, default 1000
         Largest number of joint label configurations kept: exact enumeration while ``C ** k`` fits,
         Monte-Carlo samples afterwards. Memory per candidate chunk is bounded by
-        :data:`~activelab.strategies.bayesian.CHUNK_ELEMENTS`; time per pick is ``O(N * num_samples * T * C)``.
+        :data:`~activelab.strategies.bayesian.CHUNK_ELEMENTS`; time per pick is
+        ``O(N * num_samples * T * C)``.
 
     Returns
     -------
     Selection
         Positions in greedy order; each score is the gain in joint mutual information (nats) the pick
-        brought, so the first is its BALD score and ``n=1`` is BALD's top item.
+        brought, so the first is its BALD score and ``n=1`` is BALD's top item. Exact ties between
+        candidates are broken at random with ``rng``.
 
     References
     ----------
