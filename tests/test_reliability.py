@@ -1,0 +1,105 @@
+"""Nothing on disk is lost or half-written: full disks, locks, corrupt or foreign state, mismatched resumes."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+
+import numpy as np
+import pytest
+
+from activelab.cli import main
+from activelab.data.state import LabelState
+from activelab.errors import StateError
+from activelab.io import atomic_write_bytes
+from activelab.runlock import RunLock
+
+SMALL = ["run", "--pool-size", "300", "--n-test", "100", "--n-val", "50", "--n-train-images", "20",
+         "--al-samples-per-iter", "10", "--al-iter", "1", "--max-epochs", "1", "--quiet", "--run-name", "r"]
+
+
+def test_a_full_disk_during_a_save_leaves_the_previous_file_intact(tmp_path, monkeypatch):
+    path = tmp_path / "state.json"
+    LabelState.create(np.arange(100) % 3, seed=0, n_val=10, n_test=10).save(path)
+    before = path.read_bytes()
+    real_fsync = os.fsync
+
+    def disk_full(descriptor):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(StateError, match="No space left on device.*previous version is intact"):
+        atomic_write_bytes(path, b"new content that does not fit")
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]  # no temporary file left behind
+
+
+def test_a_second_process_cannot_take_a_live_lock_but_a_stale_one_is_taken_over(tmp_path):
+    with RunLock(tmp_path):
+        with pytest.raises(StateError, match="in use by another activelab process"):
+            with RunLock(tmp_path):
+                pass
+    (tmp_path / "lock").write_text(json.dumps({"pid": 2**22 + 12345, "host": os.uname().nodename}))
+    with RunLock(tmp_path):
+        assert json.loads((tmp_path / "lock").read_text())["pid"] == os.getpid()
+    assert not (tmp_path / "lock").exists()
+
+
+def test_run_refuses_a_locked_run_directory(tmp_path, capsys, fashion):
+    (tmp_path / "r").mkdir()
+    with RunLock(tmp_path / "r"):
+        assert main([*SMALL, "--out", str(tmp_path)]) == 2
+    assert "in use by another activelab process" in capsys.readouterr().err
+
+
+@pytest.fixture()
+def finished_run(tmp_path, fashion):
+    assert main([*SMALL, "--out", str(tmp_path)]) == 0
+    return tmp_path / "r"
+
+
+def test_a_corrupted_state_file_is_reported_and_never_overwritten(finished_run, capsys):
+    path = finished_run / "state.json"
+    document = json.loads(path.read_text())
+    document["state"]["labelled_ids"][0] += 1
+    path.write_text(json.dumps(document))
+    before = path.read_bytes()
+    capsys.readouterr()
+    assert main([*SMALL, "--out", str(finished_run.parent)]) == 2
+    err = capsys.readouterr().err
+    assert "fails its checksum" in err and err.count("\n") == 1
+    assert path.read_bytes() == before
+
+
+def test_a_foreign_state_file_is_refused(finished_run, capsys):
+    (finished_run / "state.json").write_text('{"hello": "world"}')
+    capsys.readouterr()
+    assert main([*SMALL, "--out", str(finished_run.parent)]) == 2
+    assert "not an activelab label-state file" in capsys.readouterr().err
+
+
+def test_resuming_with_a_different_configuration_is_refused(finished_run, capsys):
+    before = (finished_run / "state.json").read_bytes()
+    capsys.readouterr()
+    assert main([*SMALL, "--seed", "7", "--out", str(finished_run.parent)]) == 2
+    assert "different configuration (seed)" in capsys.readouterr().err
+    assert (finished_run / "state.json").read_bytes() == before
+
+
+def test_resume_flag_and_runs_show(finished_run, capsys):
+    capsys.readouterr()
+    assert main(["run", "--resume", str(finished_run), "--quiet"]) == 0
+    assert "round" in capsys.readouterr().out  # the finished rounds are printed again
+    assert main(["runs", "show", "r", "--out", str(finished_run.parent)]) == 0
+    text = capsys.readouterr().out
+    shown = json.loads(text)
+    assert shown["config"]["n_train_images"] == 20
+    assert {"python", "packages", "git_commit", "platform", "torch_threads"} <= set(shown["environment"])
+    assert [row["n_labelled"] for row in shown["rounds"]] == [20, 30]
+
+
+def test_resume_of_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert main(["run", "--resume", str(tmp_path)]) == 2
+    assert "not an activelab run directory" in capsys.readouterr().err
