@@ -11,7 +11,7 @@ frozen network, as in the study, without another training loop.
 
 References
 ----------
-.. [1] Monarch, R. (2021). Human-in-the-Loop Machine Learning, ch. 7 (active transfer learning).
+.. [1] Monarch, R. (2021). Human-in-the-Loop Machine Learning, ch. 5 (active transfer learning).
 .. [2] Gissin, D. & Shalev-Shwartz, S. (2019). Discriminative Active Learning. arXiv:1907.06347.
 """
 

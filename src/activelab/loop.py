@@ -290,7 +290,7 @@ def _select(experiment: Experiment, model: ActiveModel, round_index: int) -> dic
     rng = np.random.default_rng([config.seed, round_index, _SELECT])
     selection = strategy(config.al_samples_per_iter, rng=rng, n_pool=pool.size, **inputs)
     done = time.perf_counter()
-    scores = [None if np.isnan(score) else float(score) for score in selection.scores]
+    scores = [float(score) if np.isfinite(score) else None for score in selection.scores]
     return {"round": round_index, "strategy": strategy.name, "ids": pool[selection.positions].tolist(),
             "scores": scores, "seconds_score": scored - start, "seconds_select": done - scored}
 
