@@ -279,7 +279,7 @@ def _acquire(experiment: Experiment, round_index: int) -> None:
 
 
 def _select(experiment: Experiment, model: ActiveModel, round_index: int) -> dict:
-    config, state, dataset, strategy = experiment.config, experiment.state, experiment.dataset, experiment.strategy
+    config, state, strategy = experiment.config, experiment.state, experiment.strategy
     pool = state.pool_ids
     if config.al_samples_per_iter > pool.size:
         raise BudgetExceededError(f"`al_samples_per_iter`={config.al_samples_per_iter} must be <= the "

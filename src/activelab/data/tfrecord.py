@@ -195,34 +195,34 @@ def _signed(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
+def _list_item(kind: int, wire: int, item: int | memoryview) -> list | np.ndarray:
+    """The values in one ``value`` field of a BytesList (kind 1), FloatList (2) or Int64List (3)."""
+    if kind == 1 and wire == 2:
+        return [bytes(item)]
+    if kind == 2 and wire in (2, 5) and len(item) % 4 == 0:
+        return np.frombuffer(item, dtype="<f4")  # packed (wire 2) or a single fixed32 (wire 5)
+    if kind == 3 and wire == 0:
+        return [_signed(item)]
+    if kind == 3 and wire == 2:
+        values, pos = [], 0
+        while pos < len(item):
+            raw, pos = _varint(item, pos)
+            values.append(_signed(raw))
+        return values
+    raise MalformedExampleError(f"list value of wire type {wire} in a feature of kind {kind}")
+
+
 def _parse_feature(buf: memoryview) -> list[bytes] | np.ndarray:
-    kind, values = None, []
+    kind, parts = 1, []
     for number, wire, value in _fields(buf):
-        if number not in (1, 2, 3) or wire != 2:
-            continue
-        kind = number
-        for item_number, item_wire, item in _fields(value):
-            if item_number != 1:
-                continue
-            if number == 1 and item_wire == 2:
-                values.append(bytes(item))
-            elif number == 2 and item_wire in (2, 5):
-                values.append(np.frombuffer(item, dtype="<f4"))  # packed (wire 2) or one fixed32 (wire 5)
-            elif number != 3 or item_wire not in (0, 2):
-                raise MalformedExampleError(f"list item of wire type {item_wire} in feature kind {number}")
-            elif item_wire == 0:
-                values.append(_signed(item))
-            else:
-                packed, pos = [], 0
-                while pos < len(item):
-                    raw, pos = _varint(item, pos)
-                    packed.append(_signed(raw))
-                values.extend(packed)
+        if number in (1, 2, 3) and wire == 2:  # a oneof: the last kind given wins
+            kind = number
+            parts = [_list_item(kind, item_wire, item) for item_number, item_wire, item in _fields(value)
+                     if item_number == 1]
     if kind == 2:
-        return np.concatenate(values).astype(np.float32) if values else np.zeros(0, np.float32)
-    if kind == 3:
-        return np.array(values, dtype=np.int64)
-    return values
+        return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+    values = [value for part in parts for value in part]
+    return np.array(values, dtype=np.int64) if kind == 3 else values
 
 
 def parse_example(record: bytes) -> dict[str, list[bytes] | np.ndarray]:

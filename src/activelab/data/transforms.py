@@ -33,7 +33,7 @@ IMAGENET_GREY_STD = (0.226,)
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """An ``[H, W]`` or ``[H, W, C]`` uint8 image as a float32 ``[C, H, W]`` tensor in [0, 1]."""
     array = image[:, :, None] if image.ndim == 2 else image
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).float().div_(255)
+    return torch.from_numpy(np.array(array.transpose(2, 0, 1), dtype=np.float32)).div_(255)
 
 
 def resize(batch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
