@@ -108,3 +108,11 @@ def test_random_and_margin_start_from_the_same_labels(margin_run, tmp_path):
     assert np.array_equal(random_state.labelled_ids[:100], margin_state.labelled_ids[:100])
     assert np.array_equal(random_state.test_ids, margin_state.test_ids)
     assert random_state.n_labelled == 200
+
+
+def test_warm_start_fine_tunes_across_rounds(tmp_path, fashion):
+    config = RunConfig(**{**BASE, "al_iter": 1, "max_epochs": 2}, sampling_method="entropy", warm_start=True,
+                       out=str(tmp_path))
+    state = run_experiment(config)
+    assert [record["n_labelled"] for record in state.rounds] == [100, 200]
+    assert state.rounds[-1]["test_accuracy"] > 0.5

@@ -33,9 +33,9 @@ from activelab.data.sources import get_source
 from activelab.data.state import LabelState
 from activelab.faults import crash_point
 from activelab.errors import BudgetExceededError, ConfigError, StateError, UnlabelledDataError
-from activelab.inference import POOL_OUTPUTS, embed, pool_outputs, predict_probs
+from activelab.inference import POOL_OUTPUTS, embed, pool_outputs
 from activelab.io import atomic_write_bytes, atomic_write_json
-from activelab.models import build_model
+from activelab.models import build_model, check_model
 from activelab.models.heads import ActiveModel
 from activelab.runlock import RunLock
 from activelab.store import Store
@@ -88,7 +88,8 @@ def run_experiment(config: RunConfig, *, on_round: Callable[[dict], None] | None
     source = get_source(config.data_class)
     data_dir = Path(config.data_dir) if config.data_dir else None
     dataset = source.load(data_dir, **config.source_options())
-    build_model(config.model_class, dataset.input_shape, dataset.num_classes)  # fail early on a bad model name
+    check_model(config.model_class, dataset.input_shape, pretrained=config.pretrained,
+                weights=Path(config.weights) if config.weights else None)
     run_dir = _prepare_run_dir(config)
     with RunLock(run_dir):
         state = _load_or_create_state(config, dataset, strategy, run_dir)
@@ -165,19 +166,20 @@ def _load_or_create_state(config: RunConfig, dataset: Dataset, strategy: Strateg
             f"the labelling budget n_train_images + al_iter * al_samples_per_iter = {budget} must be <= "
             f"the pool size {state.train_ids.size}.")
     initial = state.acquire_initial_ids(config.n_train_images)
-    _check_labelled(dataset, initial)
+    _check_labelled(dataset, initial, "the initial labels must come from labelled items, so nothing was saved")
     state.add(initial, dataset.labels[initial], 0)
     state.save(path)
     crash_point("state-created")
     return state
 
 
-def _check_labelled(dataset: Dataset, ids: np.ndarray) -> None:
+def _check_labelled(dataset: Dataset, ids: np.ndarray, where: str) -> None:
+    """Stop with a clear error when the oracle (the dataset's labels) cannot label ``ids``; ``where`` ends it."""
     missing = ids[dataset.labels[ids] == UNLABELLED]
     if missing.size:
         raise UnlabelledDataError(
             f"{missing.size} selected item(s) (first: {dataset.key(int(missing[0]))}) have no label in the "
-            f"dataset, so only a person can label them; the selection is saved in the run's state.json.")
+            f"dataset, so only a person can label them; {where}.")
 
 
 def _run_rounds(experiment: Experiment, on_round: Callable[[dict], None] | None) -> None:
@@ -222,21 +224,24 @@ def _record_in_store(experiment: Experiment, round_index: int) -> None:
 def _new_model(experiment: Experiment, round_index: int) -> ActiveModel:
     config, dataset = experiment.config, experiment.dataset
     torch.manual_seed(stream_seed(config.seed, round_index, _TRAIN))
-    model = build_model(config.model_class, dataset.input_shape, dataset.num_classes,
-                        pretrained=config.pretrained, weights=Path(config.weights) if config.weights else None)
-    if config.warm_start and round_index > 0:
-        model.load_state_dict(_load_weights(experiment.weights_path(round_index - 1)))
-    return model
+    return build_model(config.model_class, dataset.input_shape, dataset.num_classes,
+                       pretrained=config.pretrained, weights=Path(config.weights) if config.weights else None)
 
 
 def _trained_model(experiment: Experiment, round_index: int) -> tuple[ActiveModel, dict]:
-    """The round's trained model: loaded from its saved weights when they exist, else trained and saved."""
+    """The round's trained model: loaded from its saved weights when they exist, else trained and saved.
+
+    A warm start begins from the previous round's saved weights; otherwise training starts from the
+    seeded initialisation (or the pretrained weights).
+    """
     path = experiment.weights_path(round_index)
     model = _new_model(experiment, round_index)
     if path.exists():
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(checkpoint["model"])
         return model.eval(), checkpoint["fit"]
+    if experiment.config.warm_start and round_index > 0:
+        model.load_state_dict(_load_weights(experiment.weights_path(round_index - 1)))
     state = experiment.state
     result = fit(model, experiment.dataset, state.labelled_ids, state.labelled_labels, state.val_ids,
                  experiment.settings, seed=stream_seed(experiment.config.seed, round_index, _TRAIN))
@@ -265,7 +270,7 @@ def _acquire(experiment: Experiment, round_index: int) -> None:
         crash_point("selection-saved")
     pending = state.pending
     ids = np.asarray(pending["ids"], dtype=np.int64)
-    _check_labelled(dataset, ids)
+    _check_labelled(dataset, ids, "the selection is saved as pending in the run's state.json")
     labels = dataset.labels[ids]
     state.add(ids, labels, round_index + 1)
     record = state.rounds[round_index]
@@ -311,9 +316,9 @@ def _strategy_inputs(experiment: Experiment, model: ActiveModel, round_index: in
     helper_seed = stream_seed(config.seed, round_index, _SELECT)
     if "p_wrong_N" in needs:
         holdout = state.holdout_ids
-        correct = predict_probs(model, dataset, holdout, **options).argmax(1) == dataset.labels[holdout]
-        inputs["p_wrong_N"] = transfer_wrongness(embed(model, dataset, holdout, **options), correct,
-                                                 inputs["emb_N_D"], helper_seed)
+        outputs = pool_outputs(model, dataset, holdout, {"probs_N_C", "emb_N_D"}, **options)
+        correct = outputs["probs_N_C"].argmax(1) == dataset.labels[holdout]
+        inputs["p_wrong_N"] = transfer_wrongness(outputs["emb_N_D"], correct, inputs["emb_N_D"], helper_seed)
     if "p_unlabelled_N" in needs:
         inputs["p_unlabelled_N"] = discriminator_unlabelled(embed(model, dataset, state.labelled_ids, **options),
                                                             inputs["emb_N_D"], helper_seed)

@@ -42,19 +42,15 @@ def check_rng(rng: object) -> np.random.Generator:
     return rng
 
 
-def check_array(array: object, name: str, *, ndim: int, dtype_kind: str = "f",
-                min_rows: int = 0) -> np.ndarray:
-    """Return ``array`` as a numpy array after checking its number of axes, kind and finiteness."""
+def check_array(array: object, name: str, *, ndim: int) -> np.ndarray:
+    """Return ``array`` as a numpy array after checking its number of axes, that it holds numbers, and finiteness."""
     array = np.asarray(array)
     if array.ndim != ndim:
         raise ConfigError(f"`{name}` must have {ndim} axes, got shape {array.shape}.")
-    if dtype_kind == "f":
-        if array.dtype.kind not in "fiu":
-            raise ConfigError(f"`{name}` must hold numbers, got dtype {array.dtype}.")
-        if array.size and not np.isfinite(array).all():
-            raise ConfigError(f"`{name}` contains NaN or infinite values.")
-    if array.ndim and array.shape[0] < min_rows:
-        raise ConfigError(f"`{name}` must have at least {min_rows} rows, got {array.shape[0]}.")
+    if array.dtype.kind not in "fiu":
+        raise ConfigError(f"`{name}` must hold numbers, got dtype {array.dtype}.")
+    if array.size and not np.isfinite(array).all():
+        raise ConfigError(f"`{name}` contains NaN or infinite values.")
     return array
 
 

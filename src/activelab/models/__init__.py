@@ -16,22 +16,30 @@ MODELS = {
 }
 
 
-def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, *, pretrained: bool = False,
-                weights: Path | None = None) -> ActiveModel:
-    """Build the model registered as ``name`` for ``input_shape`` = (channels, height, width)."""
+def check_model(name: str, input_shape: tuple[int, int, int], *, pretrained: bool = False,
+                weights: Path | None = None) -> str:
+    """Return the registered key of model ``name`` after checking it suits ``input_shape``, without building it."""
     key = name.lower().replace("-", "").replace("_", "")
-    aliases = {"smallcnn": "cnn", "mnistcnn": "cnn"}
-    key = aliases.get(key, key)
+    key = {"smallcnn": "cnn", "mnistcnn": "cnn"}.get(key, key)
     if key not in MODELS:
         raise ConfigError(f"unknown model '{name}'; choose one of: {', '.join(MODELS)}.")
-    channels, height, width = input_shape
     if key == "cnn":
         if pretrained or weights is not None:
             raise ConfigError("the small CNN has no pretrained weights; drop --pretrained/--weights.")
+        height, width = input_shape[1:]
         if min(height, width) < 8:
             raise ConfigError(f"the small CNN needs images of at least 8x8 pixels, got {height}x{width}.")
+    return key
+
+
+def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, *, pretrained: bool = False,
+                weights: Path | None = None) -> ActiveModel:
+    """Build the model registered as ``name`` for ``input_shape`` = (channels, height, width)."""
+    key = check_model(name, input_shape, pretrained=pretrained, weights=weights)
+    channels, height, width = input_shape
+    if key == "cnn":
         return small_cnn(channels, num_classes, (height, width))
     return resnet(key, channels, num_classes, pretrained=pretrained, weights=weights)
 
 
-__all__ = ["MODELS", "ActiveModel", "DropoutHead", "build_model"]
+__all__ = ["MODELS", "ActiveModel", "DropoutHead", "build_model", "check_model"]
