@@ -103,3 +103,61 @@ def test_resume_flag_and_runs_show(finished_run, capsys):
 def test_resume_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["run", "--resume", str(tmp_path)]) == 2
     assert "not an activelab run directory" in capsys.readouterr().err
+
+
+def write_image_folder(root, corrupt: str | None = None):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in ("cat", "dog"):
+        (root / name).mkdir(parents=True)
+        for index in range(30):
+            pixels = (rng.random((12, 12)) * 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{index:03d}.png")
+    if corrupt:
+        (root / corrupt).write_bytes(b"this is not a PNG")
+    return root
+
+
+IMAGE_RUN = ["run", "--data-class", "image-folder", "--n-val", "8", "--n-test", "8", "--n-train-images", "8",
+             "--al-samples-per-iter", "4", "--al-iter", "2", "--max-epochs", "1", "--quiet", "--run-name", "img"]
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_an_undecodable_image_met_during_a_run_is_one_sentence(tmp_path, capsys, workers):
+    images = write_image_folder(tmp_path / "images", corrupt="dog/011.png")
+    out = tmp_path / "out"
+    code = main([*IMAGE_RUN, "--data-dir", str(images), "--num-workers", workers, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == f"activelab: error: {images / 'dog' / '011.png'} could not be decoded as an image " \
+                  f"(cannot identify image file '{images / 'dog' / '011.png'}'); replace or remove the file.\n"
+    state_file = out / "img" / "state.json"
+    if state_file.exists():  # whatever was saved before the bad image was met is intact and loadable
+        LabelState.load(state_file)
+    assert not (out / "img" / "lock").exists()
+
+
+def test_a_csv_without_its_label_column_is_one_sentence(tmp_path, capsys):
+    images = write_image_folder(tmp_path / "images")
+    listing = tmp_path / "list.csv"
+    listing.write_text("path\n" + "\n".join(str(path) for path in sorted(images.rglob("*.png"))) + "\n")
+    code = main([*IMAGE_RUN[:2], "image-csv", *IMAGE_RUN[3:], "--data-dir", str(listing), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "label" in err and str(listing.name) in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_truncated_idx_file_is_one_sentence(tmp_path, capsys, fashion):
+    import gzip
+    import shutil
+
+    source = "/usr/share/datasets/fashion-mnist"
+    for name in ("train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        shutil.copy(f"{source}/{name}", tmp_path / name)
+    with gzip.open(f"{source}/train-images-idx3-ubyte.gz", "rb") as handle:
+        (tmp_path / "train-images-idx3-ubyte").write_bytes(handle.read()[:100_000])
+    code = main(["run", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "truncated or corrupt" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()

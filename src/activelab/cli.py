@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", default="results")
     export.add_argument("--format", choices=["csv", "json"], default="csv")
     export.add_argument("--to", default=None, help="file to write (default: standard output)")
+    label = commands.add_parser("label", help="add labels a person gave (CSV id,label) to a run's ledger")
+    label.add_argument("run_dir", help="the run directory")
+    label.add_argument("--labels", required=True, help="CSV with columns id,label (class name or index)")
     fetch = commands.add_parser("fetch", help="make sure a downloadable dataset is on this machine")
     fetch.add_argument("dataset", choices=["fashion-mnist", "mnist"])
     return parser
@@ -103,16 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """Map parsed ``run`` flags onto a RunConfig (``--resume DIR`` reads the saved config instead)."""
     if args.resume:
-        run_dir = Path(args.resume)
-        saved = run_dir / "config.json"
-        if not saved.is_file():
-            raise ConfigError(f"{run_dir} is not an activelab run directory (no config.json).")
-        try:
-            config = RunConfig.from_dict(json.loads(saved.read_text()))
-        except (OSError, ValueError, TypeError) as error:
-            raise ConfigError(f"{saved} is not a readable run configuration ({error}).") from None
-        return dataclasses.replace(config, out=str(run_dir.parent), run_name=run_dir.name,
-                                   progress=not args.quiet, num_workers=args.num_workers)
+        return dataclasses.replace(RunConfig.load_saved(Path(args.resume)), progress=not args.quiet,
+                                   num_workers=args.num_workers)
     names = {field.name for field in dataclasses.fields(RunConfig)}
     values = {key: value for key, value in vars(args).items() if key in names}
     return RunConfig(**values, progress=not args.quiet)
@@ -232,6 +227,15 @@ def command_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_label(args: argparse.Namespace) -> int:
+    from activelab.labelling import import_labels
+
+    count = import_labels(Path(args.run_dir), Path(args.labels))
+    print(f"recorded {count} label(s) in {Path(args.run_dir) / 'state.json'}; continue with "
+          f"`activelab run --resume {args.run_dir}`")
+    return 0
+
+
 def command_fetch(args: argparse.Namespace) -> int:
     from activelab.data.sources import mnist_family
 
@@ -242,7 +246,8 @@ def command_fetch(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": command_run, "demo": command_demo, "strategies": command_strategies,
-            "datasets": command_datasets, "runs": command_runs, "export": command_export, "fetch": command_fetch}
+            "datasets": command_datasets, "runs": command_runs, "export": command_export, "label": command_label,
+            "fetch": command_fetch}
 
 
 def main(argv: list[str] | None = None) -> int:

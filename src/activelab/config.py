@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from activelab.errors import StateError
 from activelab.validation import check_float, check_int
+
+#: The file in a run directory that holds the run's configuration.
+CONFIG_FILE = "config.json"
 
 #: Fields that may change between a run and its resumption: they do not change the results of the rounds
 #: already run (``al_iter`` may grow to extend a finished run by more rounds).
-RESUMABLE_CHANGES = frozenset({"num_workers", "progress", "out", "al_iter"})
+RESUMABLE_CHANGES = frozenset({"num_workers", "progress", "out", "run_name", "al_iter"})
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,19 @@ class RunConfig:
         """Rebuild from :meth:`to_dict`, ignoring unknown keys from newer versions."""
         names = {field.name for field in dataclasses.fields(cls)}
         return cls(**{key: value for key, value in payload.items() if key in names})
+
+    @classmethod
+    def load_saved(cls, run_dir: Path) -> "RunConfig":
+        """The configuration saved in ``run_dir``, placed at ``run_dir`` wherever the folder now lives."""
+        run_dir = Path(run_dir)
+        saved = run_dir / CONFIG_FILE
+        if not saved.is_file():
+            raise StateError(f"{run_dir} is not an activelab run directory (no {CONFIG_FILE}).")
+        try:
+            config = cls.from_dict(json.loads(saved.read_text()))
+        except (OSError, ValueError, TypeError) as error:
+            raise StateError(f"{saved} is not a readable run configuration ({error}).") from None
+        return dataclasses.replace(config, out=str(run_dir.parent), run_name=run_dir.name)
 
     def differences(self, other: "RunConfig") -> list[str]:
         """Names of fields that differ and would change results (used to refuse a mismatched resume)."""

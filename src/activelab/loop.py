@@ -27,7 +27,7 @@ import torch
 
 from activelab import environment
 from activelab.auxiliary import discriminator_unlabelled, transfer_wrongness
-from activelab.config import RunConfig
+from activelab.config import CONFIG_FILE, RunConfig
 from activelab.data.base import UNLABELLED, Dataset
 from activelab.data.sources import get_source
 from activelab.data.state import LabelState
@@ -122,13 +122,9 @@ def _prepare_run_dir(config: RunConfig) -> Path:
         (run_dir / "models").mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ConfigError(f"cannot create the run directory {run_dir} ({error.strerror}).") from None
-    saved = run_dir / "config.json"
+    saved = run_dir / CONFIG_FILE
     if saved.exists():
-        try:
-            previous = RunConfig.from_dict(json.loads(saved.read_text()))
-        except (OSError, ValueError, TypeError) as error:
-            raise StateError(f"{saved} is not a readable run configuration ({error}).") from None
-        changed = previous.differences(config)
+        changed = RunConfig.load_saved(run_dir).differences(config)
         if changed:
             raise StateError(f"{run_dir} holds a run with a different configuration ({', '.join(changed)}); "
                              "use another --run-name or --out to start a new run.")
@@ -165,21 +161,27 @@ def _load_or_create_state(config: RunConfig, dataset: Dataset, strategy: Strateg
         raise BudgetExceededError(
             f"the labelling budget n_train_images + al_iter * al_samples_per_iter = {budget} must be <= "
             f"the pool size {state.train_ids.size}.")
-    initial = state.acquire_initial_ids(config.n_train_images)
-    _check_labelled(dataset, initial, "the initial labels must come from labelled items, so nothing was saved")
+    initial = state.acquire_initial_ids(config.n_train_images, dataset.labels)
     state.add(initial, dataset.labels[initial], 0)
     state.save(path)
     crash_point("state-created")
     return state
 
 
-def _check_labelled(dataset: Dataset, ids: np.ndarray, where: str) -> None:
-    """Stop with a clear error when the oracle (the dataset's labels) cannot label ``ids``; ``where`` ends it."""
-    missing = ids[dataset.labels[ids] == UNLABELLED]
-    if missing.size:
+def _oracle(experiment: Experiment, ids: np.ndarray) -> np.ndarray:
+    """Labels of ``ids``: the dataset's own, else the latest a person gave; a clear stop when neither exists."""
+    labels = experiment.dataset.labels[ids].copy()
+    missing = labels == UNLABELLED
+    labels[missing] = experiment.state.human_label_of(ids[missing])
+    unlabelled = ids[labels == UNLABELLED]
+    if unlabelled.size:
+        run_dir = experiment.run_dir
         raise UnlabelledDataError(
-            f"{missing.size} selected item(s) (first: {dataset.key(int(missing[0]))}) have no label in the "
-            f"dataset, so only a person can label them; {where}.")
+            f"{unlabelled.size} selected item(s) (first: id {int(unlabelled[0])}, "
+            f"{experiment.dataset.key(int(unlabelled[0]))}) have no label in the dataset; the selection is saved "
+            f"in {run_dir / 'state.json'}, so label them with `activelab label {run_dir} --labels FILE.csv` "
+            "(columns id,label) and run again.")
+    return labels
 
 
 def _run_rounds(experiment: Experiment, on_round: Callable[[dict], None] | None) -> None:
@@ -262,7 +264,7 @@ def _load_weights(path: Path) -> dict:
 
 def _acquire(experiment: Experiment, round_index: int) -> None:
     """Select with round ``round_index``'s model (unless a selection is pending), label, record."""
-    state, dataset = experiment.state, experiment.dataset
+    state = experiment.state
     if state.pending is None or state.pending["round"] != round_index:
         model, _ = _trained_model(experiment, round_index)
         state.pending = _select(experiment, model, round_index)
@@ -270,8 +272,7 @@ def _acquire(experiment: Experiment, round_index: int) -> None:
         crash_point("selection-saved")
     pending = state.pending
     ids = np.asarray(pending["ids"], dtype=np.int64)
-    _check_labelled(dataset, ids, "the selection is saved as pending in the run's state.json")
-    labels = dataset.labels[ids]
+    labels = _oracle(experiment, ids)
     state.add(ids, labels, round_index + 1)
     record = state.rounds[round_index]
     record.update(acquired=True, seconds_score=pending["seconds_score"], seconds_select=pending["seconds_select"],

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from activelab.strategies import INPUTS, registry
 
@@ -64,3 +66,44 @@ def test_documented(name):
 def test_the_study_strategies_are_all_registered():
     study = {"random", "least_confidence", "margin", "ratio", "entropy"}
     assert study <= set(NAMES)
+
+
+@st.composite
+def adversarial_inputs(draw, needs: tuple[str, ...]):
+    """Inputs built from a few distinct rows repeated: one-hot, uniform and duplicated probabilities,
+    constant or duplicated embeddings and activations, all-equal helper probabilities."""
+    n_pool = draw(st.integers(1, 30))
+    classes, width = draw(st.integers(1, 4)), 3
+    rows = draw(st.lists(st.integers(0, 2), min_size=n_pool, max_size=n_pool))
+    one_hot = np.eye(classes)[0]
+    uniform = np.full(classes, 1.0 / classes)
+    halves = np.zeros(classes)
+    halves[: min(2, classes)] = 1.0 / min(2, classes)
+    probs = np.stack([(one_hot, uniform, halves)[row] for row in rows])
+    vectors = np.stack([np.full(width, float(row)) for row in rows])
+    scale = draw(st.sampled_from([0.0, 1.0, 1e6]))
+    makers = {
+        "probs_N_C": lambda: probs,
+        "probs_T_N_C": lambda: np.stack([probs, probs[::-1]]),
+        "emb_N_D": lambda: vectors * scale,
+        "labelled_emb_M_D": lambda: vectors[: min(3, n_pool)] * scale,
+        "act_N_L": lambda: vectors * scale,
+        "grad_emb_N_D": lambda: np.repeat(vectors * scale, classes, axis=1),
+        "p_wrong_N": lambda: np.full(n_pool, 0.5),
+        "p_unlabelled_N": lambda: np.full(n_pool, 0.5),
+    }
+    return n_pool, {need: makers[need]() for need in needs}
+
+
+@pytest.mark.parametrize("name", NAMES)
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), n=st.integers(1, 40))
+def test_degenerate_inputs_still_give_a_valid_selection(name, data, n):
+    strategy = registry()[name]
+    n_pool, inputs = data.draw(adversarial_inputs(strategy.needs))
+    selection = strategy(n, rng=np.random.default_rng(0), n_pool=n_pool, **inputs)
+    positions = selection.positions
+    assert positions.size == min(n, n_pool)
+    assert np.unique(positions).size == positions.size
+    assert positions.size == 0 or (positions.min() >= 0 and positions.max() < n_pool)
+    assert selection.scores.shape == positions.shape

@@ -8,8 +8,10 @@ The splits are drawn once from the run's seed and never change:
   correct/incorrect classifier, so no split is used for two purposes (the study's defect 10);
 * **pool** ids are the only candidates for selection; the labelled set grows out of the pool.
 
-Each labelled id records its label and the round it was acquired in. The ledger is saved as JSON with a
-format version and a SHA-256 checksum, atomically, after every change.
+Each labelled id records its label and the round it was acquired in. Labels given by a person (for items
+the dataset has no label for) are appended to their own ledger, ``human_ids`` / ``human_labels``, the
+moment they arrive, before the run uses them. The ledger is saved as JSON with a format version and a
+SHA-256 checksum, atomically, after every change.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class LabelState:
     labelled_ids: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     labelled_labels: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     labelled_rounds: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    human_ids: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    human_labels: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     rounds: list[dict] = field(default_factory=list)
     pending: dict | None = None
 
@@ -120,13 +124,42 @@ class LabelState:
         self.labelled_labels = np.concatenate([self.labelled_labels, labels])
         self.labelled_rounds = np.concatenate([self.labelled_rounds, np.full(ids.size, round_index, np.int64)])
 
-    def acquire_initial_ids(self, n: int) -> np.ndarray:
-        """The ``n`` seeded-random pool ids that form round 0's training set (label them with :meth:`add`)."""
+    def acquire_initial_ids(self, n: int, labels: np.ndarray | None = None) -> np.ndarray:
+        """The ``n`` seeded-random pool ids that form round 0's training set (label them with :meth:`add`).
+
+        With the dataset's ``labels``, only pool items that already have a label are drawn, so a partly
+        labelled dataset can start; the unlabelled ones wait for a person.
+        """
         pool = self.pool_ids
+        if labels is not None:
+            pool = pool[np.asarray(labels)[pool] != UNLABELLED]
         if n > pool.size:
-            raise BudgetExceededError(f"`n_train_images`={n} must be <= the pool size {pool.size}.")
+            raise BudgetExceededError(f"`n_train_images`={n} must be <= the {pool.size} labelled items in the pool.")
         rng = np.random.default_rng([self.seed, _SPLIT_STREAM, 1])
         return np.sort(rng.choice(pool, size=n, replace=False))
+
+    def record_human_labels(self, ids: np.ndarray, labels: np.ndarray) -> None:
+        """Append labels a person gave for unlabelled pool ``ids``; a later label for an id replaces an earlier one.
+
+        Raises ConfigError when an id is not in the unlabelled pool or appears twice in one batch.
+        """
+        ids = np.asarray(ids, dtype=np.int64)
+        labels = np.asarray(labels, dtype=np.int64)
+        if ids.shape != labels.shape or ids.ndim != 1:
+            raise ConfigError(f"got {ids.size} ids but {labels.size} labels.")
+        if np.unique(ids).size != ids.size:
+            raise ConfigError("the same id appears twice in one batch of labels.")
+        not_in_pool = ids[~np.isin(ids, self.pool_ids)]
+        if not_in_pool.size:
+            raise ConfigError(f"id {int(not_in_pool[0])} is not in the unlabelled pool "
+                              "(it is labelled already, in val/test, or unknown).")
+        self.human_ids = np.concatenate([self.human_ids, ids])
+        self.human_labels = np.concatenate([self.human_labels, labels])
+
+    def human_label_of(self, ids: np.ndarray) -> np.ndarray:
+        """The latest label a person gave each of ``ids``, ``UNLABELLED`` where none was given."""
+        latest = dict(zip(self.human_ids.tolist(), self.human_labels.tolist()))
+        return np.array([latest.get(int(item), UNLABELLED) for item in ids], dtype=np.int64)
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict:
@@ -136,15 +169,17 @@ class LabelState:
             "train_ids": self.train_ids.tolist(), "val_ids": self.val_ids.tolist(),
             "test_ids": self.test_ids.tolist(), "holdout_ids": self.holdout_ids.tolist(),
             "labelled_ids": self.labelled_ids.tolist(), "labelled_labels": self.labelled_labels.tolist(),
-            "labelled_rounds": self.labelled_rounds.tolist(), "rounds": self.rounds, "pending": self.pending,
+            "labelled_rounds": self.labelled_rounds.tolist(), "human_ids": self.human_ids.tolist(),
+            "human_labels": self.human_labels.tolist(), "rounds": self.rounds, "pending": self.pending,
         }
 
     @classmethod
     def from_dict(cls, payload: dict) -> "LabelState":
-        """Rebuild a ledger from :meth:`to_dict` output."""
+        """Rebuild a ledger from :meth:`to_dict` output (fields added later default to empty)."""
         arrays = {key: np.asarray(payload[key], dtype=np.int64) for key in
                   ("train_ids", "val_ids", "test_ids", "holdout_ids", "labelled_ids", "labelled_labels",
                    "labelled_rounds")}
+        arrays.update({key: np.asarray(payload.get(key, []), dtype=np.int64) for key in ("human_ids", "human_labels")})
         return cls(payload["dataset_fingerprint"], int(payload["seed"]), rounds=list(payload["rounds"]),
                    pending=payload["pending"], **arrays)
 
