@@ -10,6 +10,7 @@ import pytest
 from activelab.config import RunConfig
 from activelab.data.state import LabelState
 from activelab.loop import run_experiment
+from activelab.runlock import RunLock
 from activelab.store import Store
 
 BASE = dict(data_class="fashion-mnist", model_class="cnn", n_train_images=100, al_samples_per_iter=100,
@@ -49,7 +50,8 @@ def test_files_and_store_hold_every_round(margin_run):
     for name in ("config.json", "environment.json", "state.json"):
         assert (run_dir / name).is_file()
     assert sorted(path.name for path in (run_dir / "models").iterdir()) == [f"round_{k:03d}.pt" for k in range(4)]
-    assert not (run_dir / "lock").exists()
+    with RunLock(run_dir):  # released at the end
+        pass
     environment = json.loads((run_dir / "environment.json").read_text())
     assert environment["packages"]["torch"] and "git_commit" in environment
     store = Store(run_dir.parent / "activelab.sqlite")

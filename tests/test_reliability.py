@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -36,15 +38,34 @@ def test_a_full_disk_during_a_save_leaves_the_previous_file_intact(tmp_path, mon
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]  # no temporary file left behind
 
 
-def test_a_second_process_cannot_take_a_live_lock_but_a_stale_one_is_taken_over(tmp_path):
-    with RunLock(tmp_path):
-        with pytest.raises(StateError, match="in use by another activelab process"):
-            with RunLock(tmp_path):
-                pass
-    (tmp_path / "lock").write_text(json.dumps({"pid": 2**22 + 12345, "host": os.uname().nodename}))
+def test_a_held_lock_is_refused_naming_its_owner_and_a_dead_owner_leaves_no_lock(tmp_path):
     with RunLock(tmp_path):
         assert json.loads((tmp_path / "lock").read_text())["pid"] == os.getpid()
-    assert not (tmp_path / "lock").exists()
+        with pytest.raises(StateError, match=f"in use by another activelab process \\(pid {os.getpid()} on"):
+            with RunLock(tmp_path):
+                pass
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from activelab.runlock import RunLock\n"
+                               f"with RunLock({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(StateError, match=f"pid {holder.pid} on"):
+            with RunLock(tmp_path):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with RunLock(tmp_path):  # the killed owner's lock died with it
+        pass
+
+
+def test_run_files_follow_the_umask(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "shared.json", b"{}")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "shared.json").stat().st_mode & 0o777 == 0o644
 
 
 def test_run_refuses_a_locked_run_directory(tmp_path, capsys, fashion):

@@ -1,7 +1,8 @@
 """Atomic file writes: a reader sees the old file or the new one, never half of either.
 
 Every write goes to a temporary file in the same folder, is flushed and fsynced, then renamed over the
-target, and the folder is fsynced. A failure (disk full, permission) removes the temporary file and
+target, and the folder is fsynced. The file gets the usual mode of a new file under the process's umask
+(``tempfile`` would leave it readable by its owner only). A failure (disk full, permission) removes the temporary file and
 raises :class:`StateError` with one sentence; the previous file is untouched.
 """
 
@@ -15,11 +16,22 @@ from pathlib import Path
 from activelab.errors import StateError
 
 
+def default_file_mode() -> int:
+    """The permission bits ``open()`` would give a new file now: ``0o666`` less the umask."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically."""
     path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise StateError(f"could not write {path} ({error.strerror or error}).") from None
+    try:
+        os.fchmod(handle, default_file_mode())
         with os.fdopen(handle, "wb") as sink:
             sink.write(data)
             sink.flush()

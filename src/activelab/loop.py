@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 
 STORE_NAME = "activelab.sqlite"
 _TRAIN, _SELECT, _MC = 1, 2, 3
-DEFAULT_HOLDOUT = 1000
 
 
 def stream_seed(seed: int, round_index: int, purpose: int) -> int:
@@ -76,11 +75,14 @@ class Experiment:
         self.state.save(self.run_dir / "state.json")
 
 
-def run_experiment(config: RunConfig, *, on_round: Callable[[dict], None] | None = None) -> LabelState:
+def run_experiment(config: RunConfig, *, on_round: Callable[[dict], None] | None = None,
+                   on_start: Callable[[], None] | None = None) -> LabelState:
     """Run (or resume) the experiment ``config`` describes and return its final ledger.
 
-    ``on_round`` is called with each round's record as soon as it is evaluated (the CLI prints it); a
-    resumed run first replays the records of the rounds it had already evaluated.
+    ``on_start`` is called once the inputs are checked, before the first training or replayed round (the
+    CLI prints the run's title there). ``on_round`` is called with each round's record as soon as it is
+    evaluated (the CLI prints it); a resumed run first replays the records of the rounds it had already
+    evaluated. Progress ("round 3/10: train") is logged at INFO level by this module's logger.
     Raises a :class:`~activelab.errors.UserError` for anything the user can fix.
     """
     config = config.validated()
@@ -101,6 +103,8 @@ def run_experiment(config: RunConfig, *, on_round: Callable[[dict], None] | None
                          model=config.model_class, seed=config.seed, run_dir=run_dir.resolve(),
                          config=config.to_dict(), environment=json.loads((run_dir / "environment.json").read_text()))
         experiment = Experiment(config, dataset, strategy, state, store, settings)
+        if on_start is not None:
+            on_start()
         for round_index, record in enumerate(state.rounds):
             _record_in_store(experiment, round_index)  # the store may lag the ledger after a crash
             if on_round is not None:
@@ -148,14 +152,12 @@ def _load_or_create_state(config: RunConfig, dataset: Dataset, strategy: Strateg
             raise StateError(f"{path} was made from different data than {dataset.name} has now; "
                              "it is left untouched.")
         return state
-    n_holdout = config.n_holdout
-    if n_holdout is None:
-        n_holdout = DEFAULT_HOLDOUT if "p_wrong_N" in strategy.needs else 0
-    if "p_wrong_N" in strategy.needs and n_holdout < 2:
-        raise ConfigError(f"strategy '{strategy.name}' needs a holdout split; set --n-holdout to at least 2.")
     state = LabelState.create(dataset.labels, seed=config.seed, dataset_fingerprint=dataset.fingerprint(),
                               predefined_test=dataset.predefined_test, n_val=config.n_val, n_test=config.n_test,
-                              n_holdout=n_holdout, pool_size=config.pool_size)
+                              n_holdout=config.n_holdout, pool_size=config.pool_size)
+    if "p_wrong_N" in strategy.needs and state.holdout_ids.size < 2:
+        raise ConfigError(f"strategy '{strategy.name}' needs a holdout split of at least 2 items, got "
+                          f"{state.holdout_ids.size}; set --n-holdout.")
     budget = config.n_train_images + config.al_iter * config.al_samples_per_iter
     if budget > state.train_ids.size:
         raise BudgetExceededError(
@@ -202,6 +204,7 @@ def _train_and_evaluate(experiment: Experiment, round_index: int) -> dict:
     state, dataset = experiment.state, experiment.dataset
     model, fit_record = _trained_model(experiment, round_index)
     start = time.perf_counter()
+    _progress(experiment, round_index, "evaluate")
     metrics = evaluate(model, dataset, state.test_ids, experiment.settings) if state.test_ids.size else {}
     record = {"round": round_index, "n_labelled": state.n_labelled, **fit_record, **metrics,
               "seconds_evaluate": time.perf_counter() - start, "acquired": False}
@@ -221,6 +224,10 @@ def _record_in_store(experiment: Experiment, round_index: int) -> None:
         acquired = state.labelled_rounds == round_index + 1
         experiment.store.record_selection(run_id, round_index, state.labelled_ids[acquired].tolist(),
                                           record["selection_scores"], state.labelled_labels[acquired].tolist())
+
+
+def _progress(experiment: Experiment, round_index: int, step: str) -> None:
+    log.info("round %d/%d: %s", round_index, experiment.config.al_iter, step)
 
 
 def _new_model(experiment: Experiment, round_index: int) -> ActiveModel:
@@ -245,6 +252,7 @@ def _trained_model(experiment: Experiment, round_index: int) -> tuple[ActiveMode
     if experiment.config.warm_start and round_index > 0:
         model.load_state_dict(_load_weights(experiment.weights_path(round_index - 1)))
     state = experiment.state
+    _progress(experiment, round_index, f"train on {state.n_labelled} labels")
     result = fit(model, experiment.dataset, state.labelled_ids, state.labelled_labels, state.val_ids,
                  experiment.settings, seed=stream_seed(experiment.config.seed, round_index, _TRAIN))
     fit_record = {"val_accuracy": result.best_val_accuracy, "epochs": result.epochs,
@@ -291,8 +299,10 @@ def _select(experiment: Experiment, model: ActiveModel, round_index: int) -> dic
         raise BudgetExceededError(f"`al_samples_per_iter`={config.al_samples_per_iter} must be <= the "
                                   f"remaining pool size {pool.size}.")
     start = time.perf_counter()
+    _progress(experiment, round_index, f"score {pool.size} pool items")
     inputs = _strategy_inputs(experiment, model, round_index, pool)
     scored = time.perf_counter()
+    _progress(experiment, round_index, f"select {config.al_samples_per_iter} with {strategy.name}")
     rng = np.random.default_rng([config.seed, round_index, _SELECT])
     selection = strategy(config.al_samples_per_iter, rng=rng, n_pool=pool.size, **inputs)
     done = time.perf_counter()

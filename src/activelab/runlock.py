@@ -1,56 +1,51 @@
-"""A lock file so that two processes never work in the same run directory at once.
+"""An operating-system lock so that two processes never work in the same run directory at once.
 
-The lock holds the owner's pid and host. A lock whose process no longer exists on this host is stale
-(the owner was killed) and is taken over; a live owner makes the second process stop with a clear error.
+``<run_dir>/lock`` is locked with ``filelock`` (``flock`` on POSIX systems): the lock belongs to the
+open file, so it disappears with its process however that process ends, and a killed run never leaves a
+lock behind that blocks the next one. While held, the file names the owner (pid, host, start time) so the
+refusal can say who holds it; released, it is emptied but left in place (removing a lock file that
+another process may be opening would let two processes lock two different files).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import socket
 from pathlib import Path
 
+import filelock
+
 from activelab.errors import StateError
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+from activelab.io import default_file_mode
 
 
 class RunLock:
-    """Context manager holding ``<run_dir>/lock`` for the duration of a run."""
+    """Context manager holding ``<run_dir>/lock`` for one step of a run (never waits)."""
 
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / "lock"
+        self._lock = filelock.FileLock(self.path, timeout=0, mode=default_file_mode())
 
     def __enter__(self) -> "RunLock":
-        owner = json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode()
-        for _ in range(2):
-            try:
-                descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                self._remove_if_stale()
-                continue
-            with os.fdopen(descriptor, "wb") as handle:
-                handle.write(owner)
-            return self
-        raise StateError(f"{self.path.parent} is in use by another activelab process (see {self.path}).")
-
-    def _remove_if_stale(self) -> None:
         try:
-            holder = json.loads(self.path.read_text())
-            pid, host = int(holder["pid"]), holder["host"]
+            self._lock.acquire()
+        except filelock.Timeout:
+            raise StateError(f"{self.path.parent} is in use by another activelab process ({self._owner()}); "
+                             "wait for it to finish or stop it.") from None
+        owner = {"pid": os.getpid(), "host": socket.gethostname(),
+                 "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        self.path.write_text(json.dumps(owner))
+        return self
+
+    def _owner(self) -> str:
+        try:
+            owner = json.loads(self.path.read_text())
+            return f"pid {int(owner['pid'])} on {owner['host']} since {owner['since']}"
         except (OSError, ValueError, KeyError, TypeError):
-            holder = None
-        if holder is None or (host == socket.gethostname() and not _alive(pid)):
-            self.path.unlink(missing_ok=True)
+            return "owner unknown"
 
     def __exit__(self, *exc_info) -> None:
-        self.path.unlink(missing_ok=True)
+        self.path.write_text("")
+        self._lock.release()

@@ -4,37 +4,59 @@ Each round trains on the labelled ids, stops early on the validation split (best
 restored at the end via Lightning's ``ModelCheckpoint``) and never sees the test split. Evaluation on the
 test split reports accuracy and macro-F1. Seeds, deterministic algorithms and a seeded shuffling order
 make a round's weights reproducible on the CPU.
+
+Lightning's epoch bars are written to standard error, so standard output carries results only; its
+informational log lines and its advice about loader workers are silenced during a fit, and only there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
+import sys
 import tempfile
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
+import torch
+from torch import nn
 
-warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # emitted by Lightning's own import on new torch
-import pytorch_lightning as pl  # noqa: E402
-import torch  # noqa: E402
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint  # noqa: E402
-from torch import nn  # noqa: E402
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score  # noqa: E402
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # emitted by Lightning's own import on new torch
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from activelab.data.base import Dataset  # noqa: E402
-from activelab.data.loading import make_loader  # noqa: E402
-from activelab.faults import crash_point  # noqa: E402
-from activelab.inference import predict_probs  # noqa: E402
-from activelab.models.heads import ActiveModel  # noqa: E402
+from activelab.data.base import Dataset
+from activelab.data.loading import Augment, make_loader
+from activelab.faults import crash_point
+from activelab.inference import predict_probs
+from activelab.models.heads import ActiveModel
 
-for _name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
-warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
+_LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric")
+_LIGHTNING_ADVICE = (".*does not have many workers.*", ".*GPU available but not used.*", ".*LeafSpec.*")
+
+
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Within the block: Lightning's bars on stderr, its info lines and loader advice silenced."""
+    loggers = [logging.getLogger(name) for name in _LIGHTNING_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+        for message in _LIGHTNING_ADVICE:
+            warnings.filterwarnings("ignore", message=message)
+        for logger in loggers:
+            logger.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
 
 
 @dataclass(frozen=True)
@@ -48,6 +70,7 @@ class TrainSettings:
     gpus: int = 0
     num_workers: int = 0
     progress: bool = True
+    augment: Augment | None = None
 
     @property
     def device(self) -> torch.device:
@@ -107,7 +130,7 @@ def fit(model: ActiveModel, dataset: Dataset, train_ids: np.ndarray, train_label
     pl.seed_everything(seed, workers=True, verbose=False)
     classifier = Classifier(model, dataset.num_classes, settings.lr)
     train_loader = make_loader(dataset, train_ids, labels=train_labels, batch_size=settings.batch_size,
-                               shuffle_seed=seed, num_workers=settings.num_workers)
+                               shuffle_seed=seed, num_workers=settings.num_workers, augment=settings.augment)
     has_val = len(val_ids) > 0
     val_loader = (make_loader(dataset, val_ids, labels=dataset.labels[val_ids], batch_size=256,
                               num_workers=settings.num_workers) if has_val else None)
@@ -118,14 +141,15 @@ def fit(model: ActiveModel, dataset: Dataset, train_ids: np.ndarray, train_label
                                save_top_k=1, save_weights_only=True, enable_version_counter=False)
         callbacks = [EarlyStopping(monitor="val_acc", mode="max", patience=settings.patience), best]
     use_gpu = settings.gpus > 0 and torch.cuda.is_available()
-    trainer = pl.Trainer(
-        max_epochs=settings.max_epochs, accelerator="gpu" if use_gpu else "cpu",
-        devices=settings.gpus if use_gpu else 1, deterministic=True, callbacks=callbacks,
-        logger=False, enable_checkpointing=has_val, enable_progress_bar=settings.progress,
-        enable_model_summary=False, use_distributed_sampler=False, num_sanity_val_steps=0,
-        limit_val_batches=1.0 if has_val else 0)
     try:
-        trainer.fit(classifier, train_loader, val_loader)
+        with _quiet_lightning():
+            trainer = pl.Trainer(
+                max_epochs=settings.max_epochs, accelerator="gpu" if use_gpu else "cpu",
+                devices=settings.gpus if use_gpu else 1, deterministic=True, callbacks=callbacks,
+                logger=False, enable_checkpointing=has_val, enable_progress_bar=settings.progress,
+                enable_model_summary=False, use_distributed_sampler=False, num_sanity_val_steps=0,
+                limit_val_batches=1.0 if has_val else 0)
+            trainer.fit(classifier, train_loader, val_loader)
         best_accuracy = None
         if has_val and best.best_model_path:
             state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]

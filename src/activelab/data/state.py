@@ -4,8 +4,10 @@ The splits are drawn once from the run's seed and never change:
 
 * **test** ids are only used to report metrics;
 * **val** ids only for early stopping and model choice;
-* **holdout** ids (optional) only to train helper heads such as active transfer learning's
-  correct/incorrect classifier, so no split is used for two purposes (the study's defect 10);
+* **holdout** ids only to train helper heads such as active transfer learning's correct/incorrect
+  classifier, so no split is used for two purposes. The holdout is reserved whether or not the
+  strategy uses it, from a random stream of its own, so every strategy run with the same seed starts
+  from the same test, validation, pool and initial labels (paired comparisons);
 * **pool** ids are the only candidates for selection; the labelled set grows out of the pool.
 
 Each labelled id records its label and the round it was acquired in. Labels given by a person (for items
@@ -30,6 +32,8 @@ from activelab.io import atomic_write_json
 FORMAT = "activelab.label-state"
 VERSION = 1
 _SPLIT_STREAM = 0
+#: Default holdout size: at most this many items, and at most a tenth of the labelled items left over.
+DEFAULT_HOLDOUT = 1000
 
 
 @dataclass
@@ -56,13 +60,15 @@ class LabelState:
     @classmethod
     def create(cls, labels: np.ndarray, *, seed: int, dataset_fingerprint: str = "",
                predefined_test: np.ndarray | None = None, n_val: int = 1000, n_test: int | None = None,
-               n_holdout: int = 0, pool_size: int | None = None) -> "LabelState":
+               n_holdout: int | None = None, pool_size: int | None = None) -> "LabelState":
         """Draw the splits of a dataset whose items have ``labels`` (``UNLABELLED`` = no label yet).
 
         Test ids come from the source's predefined test split when it has one (all of it, or a seeded
         subset of ``n_test``), else ``n_test`` (default 20 %) random labelled items. Validation and holdout
-        ids are drawn from the remaining labelled items; the pool is the rest (a seeded subset of
-        ``pool_size`` when given). Items without a label can only be in the pool.
+        ids are drawn from the remaining labelled items (``n_holdout`` None: ``DEFAULT_HOLDOUT``, at most
+        a tenth of what is left); the pool is the rest (a seeded subset of ``pool_size`` when given).
+        Items without a label can only be in the pool. The holdout comes from a stream of its own, so
+        its size changes neither the test nor the validation split.
         """
         labels = np.asarray(labels, dtype=np.int64)
         rng = np.random.default_rng([seed, _SPLIT_STREAM])
@@ -78,7 +84,10 @@ class LabelState:
         rest = np.setdiff1d(rest, test, assume_unique=True)
         labelled_rest = rest[labels[rest] != UNLABELLED]
         val = _draw(rng, labelled_rest, n_val, "validation set")
-        holdout = _draw(rng, np.setdiff1d(labelled_rest, val, assume_unique=True), n_holdout, "holdout set")
+        holdout_candidates = np.setdiff1d(labelled_rest, val, assume_unique=True)
+        if n_holdout is None:
+            n_holdout = min(DEFAULT_HOLDOUT, holdout_candidates.size // 10)
+        holdout = _draw(np.random.default_rng([seed, _SPLIT_STREAM, 2]), holdout_candidates, n_holdout, "holdout set")
         pool = np.setdiff1d(rest, np.concatenate([val, holdout]), assume_unique=True)
         if pool_size is not None:
             pool = _draw(rng, pool, pool_size, "pool")
