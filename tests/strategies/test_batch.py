@@ -14,7 +14,7 @@ from scipy.special import entr
 from scipy.stats import chisquare
 
 from activelab.errors import ConfigError
-from activelab.strategies import bayesian, registry, select_top
+from activelab.strategies import base, registry, select_top
 from activelab.strategies.batch import power_sample, select_batchbald
 from activelab.strategies.bayesian import expected_entropy, score_bald
 from activelab.strategies.uncertainty import score_entropy, score_margin
@@ -108,7 +108,7 @@ def test_batchbald_stays_finite_for_long_batches():
 def test_batchbald_chunked_equals_whole(monkeypatch):
     probs = random_probs(6, shape=(5, 30, 3))
     whole = select_batchbald(5, rng=np.random.default_rng(0), probs_T_N_C=probs)
-    monkeypatch.setattr(bayesian, "CHUNK_ELEMENTS", 200)
+    monkeypatch.setattr(base, "CHUNK_ELEMENTS", 200)
     chunked = select_batchbald(5, rng=np.random.default_rng(0), probs_T_N_C=probs)
     assert chunked.positions.tolist() == whole.positions.tolist()
     np.testing.assert_allclose(chunked.scores, whole.scores, rtol=1e-12)

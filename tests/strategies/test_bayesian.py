@@ -11,8 +11,8 @@ from hypothesis.extra.numpy import arrays
 from modAL.uncertainty import (classifier_entropy, classifier_margin, classifier_uncertainty,
                                entropy_sampling, margin_sampling, uncertainty_sampling)
 
-from activelab.strategies import bayesian, registry
-from activelab.strategies.bayesian import (chunk_slices, expected_entropy, score_bald, score_mc_entropy,
+from activelab.strategies import base, bayesian, registry
+from activelab.strategies.bayesian import (expected_entropy, score_bald, score_mc_entropy,
                                            score_mc_least_confidence, score_mc_margin, score_mc_ratio,
                                            score_mean_std, score_variation_ratios)
 from activelab.strategies.uncertainty import score_entropy, score_least_confidence, score_margin, score_ratio
@@ -115,15 +115,8 @@ def test_selection_known_answer(name):
 def test_chunked_equals_whole(name, monkeypatch):
     probs = random_probs(1)
     whole = SCORES[name](probs)
-    monkeypatch.setattr(bayesian, "CHUNK_ELEMENTS", 50)   # 2 items per chunk at T*C = 24
+    monkeypatch.setattr(base, "CHUNK_ELEMENTS", 50)   # 2 items per chunk at T*C = 24
     np.testing.assert_array_equal(SCORES[name](probs), whole)
-
-
-def test_chunk_slices_cover_the_pool_within_the_bound():
-    slices = list(chunk_slices(1000, 300_000))
-    assert [(s.start, s.stop) for s in slices[:2]] == [(0, 13), (13, 26)]
-    assert slices[-1].stop >= 1000 and len(slices) == 77
-    assert len(list(chunk_slices(3, 10**9))) == 3   # one item per chunk at worst
 
 
 def test_float32_input_gives_float64_scores():

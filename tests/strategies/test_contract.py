@@ -26,7 +26,9 @@ def make_inputs(needs: tuple[str, ...], n_pool: int, seed: int) -> dict[str, np.
         "probs_T_N_C": lambda: rng.dirichlet(np.full(classes, 0.5), size=(5, n_pool)),
         "emb_N_D": lambda: centres[rng.integers(0, 3, n_pool)] + rng.normal(size=(n_pool, width)),
         "labelled_emb_M_D": lambda: centres[rng.integers(0, 3, 7)] + rng.normal(size=(7, width)),
-        "act_N_L": lambda: rng.normal(size=(n_pool, 3)),
+        "logits_N_C": lambda: centres[rng.integers(0, 3, n_pool), :classes] + rng.normal(size=(n_pool, classes)),
+        "act_mean_N_L": lambda: rng.normal(size=(n_pool, 3)),
+        "act_max_N_L": lambda: rng.normal(loc=3.0, size=(n_pool, 3)),
         "grad_emb_N_D": lambda: rng.normal(size=(n_pool, classes * width)),
         "p_wrong_N": lambda: rng.random(n_pool),
         "p_unlabelled_N": lambda: rng.random(n_pool),
@@ -63,8 +65,18 @@ def test_documented(name):
     assert set(strategy.needs) <= set(INPUTS)
 
 
+def test_every_input_is_exercised_here():
+    """A new input name must get a maker above, so the contract covers the strategies that need it."""
+    makers = make_inputs(tuple(INPUTS), 5, seed=0)
+    assert set(makers) == set(INPUTS)
+    used = {need for strategy in registry().values() for need in strategy.needs}
+    assert used == set(INPUTS), f"inputs no strategy needs: {set(INPUTS) - used}"
+
+
 def test_the_study_strategies_are_all_registered():
-    study = {"random", "least_confidence", "margin", "ratio", "entropy"}
+    study = {"random", "least_confidence", "margin", "ratio", "entropy", "bald", "mc_entropy", "mb_outliers_mean",
+             "mb_outliers_max", "outlier", "cluster_outlier_combined", "mb_outliers_mean_least_confidence",
+             "mb_outliers_mean_entropy", "active_transfer_learning", "dal"}
     assert study <= set(NAMES)
 
 
@@ -87,7 +99,9 @@ def adversarial_inputs(draw, needs: tuple[str, ...]):
         "probs_T_N_C": lambda: np.stack([probs, probs[::-1]]),
         "emb_N_D": lambda: vectors * scale,
         "labelled_emb_M_D": lambda: vectors[: min(3, n_pool)] * scale,
-        "act_N_L": lambda: vectors * scale,
+        "logits_N_C": lambda: np.repeat(vectors[:, :1] * scale, classes, axis=1),
+        "act_mean_N_L": lambda: vectors * scale,
+        "act_max_N_L": lambda: vectors * scale,
         "grad_emb_N_D": lambda: np.repeat(vectors * scale, classes, axis=1),
         "p_wrong_N": lambda: np.full(n_pool, 0.5),
         "p_unlabelled_N": lambda: np.full(n_pool, 0.5),

@@ -10,7 +10,7 @@ from scipy.spatial.distance import cdist
 from sklearn.datasets import make_blobs
 
 from activelab.errors import ConfigError
-from activelab.strategies import bayesian, get_strategy
+from activelab.strategies import base, get_strategy
 from activelab.strategies.diversity import min_sq_distances, typicality
 
 
@@ -90,7 +90,7 @@ def test_coreset_takes_labelled_duplicates_in_the_pool_last():
 
 @pytest.mark.parametrize("seed", range(3))
 def test_coreset_matches_a_brute_force_reference_with_tiny_chunks(seed, monkeypatch):
-    monkeypatch.setattr(bayesian, "CHUNK_ELEMENTS", 64)
+    monkeypatch.setattr(base, "CHUNK_ELEMENTS", 64)
     rng = np.random.default_rng(seed)
     emb, labelled = rng.normal(size=(150, 5)), rng.normal(size=(9, 5))
     selection = run("coreset", 20, emb_N_D=emb.astype(np.float32), labelled_emb_M_D=labelled.astype(np.float32))

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from activelab.errors import ConfigError
 from activelab.strategies import get_strategy
+from activelab.strategies.outliers import score_mb_outliers_mean
 from activelab.strategies.uncertainty import score_entropy, score_least_confidence
 
 MIXED = ["mb_outliers_mean_least_confidence", "mb_outliers_mean_entropy"]
@@ -38,45 +39,60 @@ def assert_contract(name: str, n: int, seed: int, **inputs):
 
 
 def mixed_pool() -> tuple[np.ndarray, np.ndarray]:
-    """20 items: rows 15-19 are the quietest (the candidates), rows 0-4 the most uncertain of all."""
-    act = np.ones((20, 3))
-    act[15:] = -np.arange(5, 10)[:, None]
+    """20 items: rows 12-15 are the only uncertain ones; every other row is confident and far quieter."""
     probs = np.full((20, 3), [0.98, 0.01, 0.01])
-    probs[:5] = 1.0 / 3.0
-    top = np.array([0.9, 0.6, 0.8, 0.5, 0.7])
-    probs[15:] = np.column_stack([top, (1 - top) * 0.75, (1 - top) * 0.25])
+    probs[12:16] = [[0.40, 0.30, 0.30], [0.35, 0.35, 0.30], [0.50, 0.30, 0.20], [0.45, 0.45, 0.10]]
+    act = np.full((20, 3), -10.0)
+    act[12:16] = np.array([3.0, 1.0, 2.0, 0.0])[:, None]
     return act, probs
 
 
 @pytest.mark.parametrize("name", MIXED)
-def test_mixed_strategies_return_pool_positions_not_candidate_positions(name):
+def test_mixed_strategies_presample_by_uncertainty_then_take_the_quietest(name):
     act, probs = mixed_pool()
-    selection = run(name, 3, act_N_L=act, probs_N_C=probs, candidates=5)
-    assert selection.positions.tolist() == [18, 16, 19]       # the study's bug would give [3, 1, 4]
-    np.testing.assert_allclose(selection.scores, SCORES[name](probs[[18, 16, 19]]))
+    selection = run(name, 2, act_mean_N_L=act, probs_N_C=probs, presample_factor=2)
+    assert selection.positions.tolist() == [15, 13]     # quietest of the 4 most uncertain, not rows 0-11/16-19
+    np.testing.assert_allclose(selection.scores, score_mb_outliers_mean(act)[[15, 13]])
+    assert run(name, 1, act_mean_N_L=act, probs_N_C=probs).positions.tolist() == [15]   # default factor 4
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("mb_outliers_mean_least_confidence", [15, 13, 12]),   # candidates 13, 12, 15 (least confidence)
+    ("mb_outliers_mean_entropy", [13, 14, 12]),            # candidates 13, 12, 14 (entropy)
+])
+def test_mixed_strategies_return_pool_positions_not_candidate_positions(name, expected):
+    act, probs = mixed_pool()
+    selection = run(name, 3, act_mean_N_L=act, probs_N_C=probs, presample_factor=1)
+    assert selection.positions.tolist() == expected        # positions inside the candidate set would be 0-2
+
+
+def test_least_confidence_and_entropy_presample_different_candidates():
+    probs = np.array([[0.50, 0.50, 0.00, 0.00],     # least confidence 0.50, entropy 0.69
+                      [0.55, 0.15, 0.15, 0.15],     # least confidence 0.45, entropy 1.18
+                      [0.97, 0.01, 0.01, 0.01]])
+    act = np.zeros((3, 3))
+    common = dict(act_mean_N_L=act, probs_N_C=probs, presample_factor=1)
+    assert run("mb_outliers_mean_least_confidence", 1, **common).positions.tolist() == [0]
+    assert run("mb_outliers_mean_entropy", 1, **common).positions.tolist() == [1]
 
 
 @pytest.mark.parametrize("name", MIXED)
-def test_mixed_strategies_fill_the_batch_when_candidates_are_fewer(name):
+@pytest.mark.parametrize("standardise", [True, False])
+def test_mixed_strategies_with_the_whole_pool_as_candidates_are_mb_outliers_mean(name, standardise):
+    act = np.random.default_rng(2).normal(size=(30, 3)) * [1.0, 10.0, 0.1]
+    probs = np.random.default_rng(3).dirichlet(np.ones(4), size=30)
+    mixed = run(name, 7, act_mean_N_L=act, probs_N_C=probs, presample_factor=5, standardise=standardise)
+    alone = run("mb_outliers_mean", 7, act_mean_N_L=act, standardise=standardise)
+    np.testing.assert_array_equal(mixed.positions, alone.positions)
+    np.testing.assert_allclose(mixed.scores, alone.scores)
+
+
+@pytest.mark.parametrize("option, value", [("presample_factor", 0), ("presample_factor", 2.5),
+                                           ("presample_factor", "many"), ("standardise", "yes")])
+def test_mixed_options_are_checked(option, value):
     act, probs = mixed_pool()
-    selection = run(name, 8, act_N_L=act, probs_N_C=probs, candidates=2)
-    assert np.unique(selection.positions).size == 8
-    assert set(range(15, 20)) <= set(selection.positions.tolist())
-
-
-@pytest.mark.parametrize("name", MIXED)
-def test_mixed_strategies_with_the_whole_pool_as_candidates_rank_by_uncertainty(name):
-    act, probs = mixed_pool()
-    selection = run(name, 7, act_N_L=act, probs_N_C=probs, candidates=4000)
-    assert sorted(selection.positions[:5].tolist()) == [0, 1, 2, 3, 4]
-    assert selection.positions[5:].tolist() == [18, 16]
-
-
-@pytest.mark.parametrize("value", [0, 2.5, "many"])
-def test_candidates_option_is_checked(value):
-    act, probs = mixed_pool()
-    with pytest.raises(ConfigError, match="candidates"):
-        run(MIXED[0], 2, act_N_L=act, probs_N_C=probs, candidates=value)
+    with pytest.raises(ConfigError, match=option):
+        run(MIXED[0], 2, act_mean_N_L=act, probs_N_C=probs, **{option: value})
 
 
 @pytest.mark.parametrize("name, key", [("active_transfer_learning", "p_wrong_N"), ("dal", "p_unlabelled_N")])
@@ -88,20 +104,25 @@ def test_auxiliary_strategies_take_the_highest_probabilities(name, key):
 
 def mixed_inputs(n_pool: int, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return {"act_N_L": rng.normal(size=(n_pool, 3)), "probs_N_C": rng.dirichlet(np.ones(4), size=n_pool)}
+    return {"act_mean_N_L": rng.normal(size=(n_pool, 3)), "probs_N_C": rng.dirichlet(np.ones(4), size=n_pool)}
 
 
 @settings(max_examples=60, deadline=None)
-@given(n_pool=st.integers(1, 50), n=st.integers(1, 60), candidates=st.integers(1, 60),
-       seed=st.integers(0, 2**32 - 1), name=st.sampled_from(MIXED))
-def test_mixed_properties(n_pool, n, candidates, seed, name):
+@given(n_pool=st.integers(1, 50), n=st.integers(1, 60), factor=st.integers(1, 6), seed=st.integers(0, 2**32 - 1),
+       standardise=st.booleans(), name=st.sampled_from(MIXED))
+def test_mixed_properties(n_pool, n, factor, seed, standardise, name):
     inputs = mixed_inputs(n_pool, seed)
-    assert_contract(name, n, seed, candidates=candidates, **inputs)
+    options = dict(presample_factor=factor, standardise=standardise)
+    selection = assert_contract(name, n, seed, **options, **inputs)
+    candidates = np.argsort(-SCORES[name](inputs["probs_N_C"]))[:factor * n]
+    quiet = score_mb_outliers_mean(inputs["act_mean_N_L"], standardise=standardise)
+    expected = candidates[np.argsort(-quiet[candidates])][:n]
+    np.testing.assert_array_equal(selection.positions, expected)
+    np.testing.assert_allclose(selection.scores, quiet[expected])
     perm = np.random.default_rng(seed).permutation(n_pool)
-    original = run(name, n, **inputs, candidates=candidates)
-    permuted = run(name, n, **{key: value[perm] for key, value in inputs.items()}, candidates=candidates)
-    np.testing.assert_allclose(permuted.scores, original.scores, atol=1e-12)
-    np.testing.assert_array_equal(perm[permuted.positions], original.positions)
+    permuted = run(name, n, **{key: value[perm] for key, value in inputs.items()}, **options)
+    np.testing.assert_allclose(permuted.scores, selection.scores, atol=1e-12)
+    np.testing.assert_array_equal(perm[permuted.positions], selection.positions)
 
 
 @settings(max_examples=60, deadline=None)

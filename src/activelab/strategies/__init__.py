@@ -10,7 +10,7 @@ import importlib
 import pkgutil
 
 from activelab.errors import ConfigError
-from activelab.strategies.base import INPUTS, Selection, Strategy, register, registry, select_top
+from activelab.strategies.base import INPUTS, Selection, Strategy, register, register_score, registry, select_top
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name != "base":
@@ -27,4 +27,4 @@ def get_strategy(name: str) -> Strategy:
     return strategies[key]
 
 
-__all__ = ["INPUTS", "Selection", "Strategy", "get_strategy", "register", "registry", "select_top"]
+__all__ = ["INPUTS", "Selection", "Strategy", "get_strategy", "register", "register_score", "registry", "select_top"]

@@ -5,12 +5,15 @@ A strategy takes the arrays it declares in ``needs`` (named by :data:`INPUTS`), 
 priority order, with the score that placed each one. Higher scores are always more informative, so
 wrappers (power sampling, pre-sampling) compose without direction flags. Strategies never touch a model,
 a file or global random state; the loop computes their inputs through :mod:`activelab.inference`.
+
+Most strategies are "a score, then the top ``n``": :func:`register_score` registers one from its score
+function. Pool-sized temporaries are bounded with :func:`chunk_slices`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -23,11 +26,39 @@ INPUTS: dict[str, str] = {
     "probs_T_N_C": "class probabilities of T stochastic passes (MC dropout in the head only)",
     "emb_N_D": "penultimate-layer embedding of each pool item",
     "labelled_emb_M_D": "penultimate-layer embedding of each labelled item",
-    "act_N_L": "mean activation of each pool item at L layers (backbone, head hidden, logits)",
+    "logits_N_C": "pre-softmax class scores (logits) of each pool item, deterministic model (dropout off)",
+    "act_mean_N_L": "mean over units of each pool item's activations at L layers (backbone output, head hidden "
+                    "layer, logits)",
+    "act_max_N_L": "max over units of each pool item's activations at the same L layers as act_mean_N_L",
     "grad_emb_N_D": "gradient embedding of the last layer at the predicted label (BADGE)",
     "p_wrong_N": "P(model is wrong) from a correct/incorrect head trained on a held-out labelled split (ATL)",
     "p_unlabelled_N": "P(item is unlabelled) from a labelled-vs-pool discriminator head (DAL)",
 }
+
+
+#: Upper bound on the float64 elements of one chunk's temporaries (2**22 elements = 32 MiB). Chunks are
+#: sized in elements rather than items so that many passes, classes or dimensions do not blow the bound.
+CHUNK_ELEMENTS = 2**22
+
+
+def chunk_slices(n_pool: int, elements_per_item: int) -> Iterator[slice]:
+    """Yield consecutive slices of ``range(n_pool)`` holding at most ``CHUNK_ELEMENTS`` elements each.
+
+    Parameters
+    ----------
+    n_pool : int
+        Number of pool items N.
+    elements_per_item : int
+        Size of the largest temporary per item (for example ``T * C``).
+
+    Returns
+    -------
+    Iterator[slice]
+        Slices covering ``0..N`` in order, each of at least one item.
+    """
+    step = max(1, CHUNK_ELEMENTS // max(1, elements_per_item))
+    for start in range(0, n_pool, step):
+        yield slice(start, start + step)
 
 
 @dataclass(frozen=True)
@@ -159,6 +190,63 @@ def register(name: str, *, needs: tuple[str, ...], description: str, reference: 
         return select
 
     return add
+
+
+def register_score(name: str, score: Callable[..., np.ndarray], *, needs: tuple[str, ...], family: str,
+                   description: str, reference: str, **options: object) -> Callable[..., Selection]:
+    """Register the strategy "``score``, then the ``n`` highest scores" (:func:`select_top`) under ``name``.
+
+    Parameters
+    ----------
+    name : str
+        Registry name of the strategy.
+    score : callable
+        ``score(**arrays, **options) -> scores_N``, higher more informative. Its array parameters are named
+        as the inputs in ``needs`` and its options as in ``options``; both are passed by keyword.
+    needs : tuple of str
+        Input names from :data:`INPUTS`.
+    family, description, reference : str
+        As for :func:`register`.
+    **options
+        The score's options with their defaults; a caller's value replaces the default and the score
+        checks it.
+
+    Returns
+    -------
+    callable
+        The generated selection function (also in the registry), with ``score`` as its ``score`` attribute.
+    """
+    needs = tuple(needs)
+
+    def select(n: int, *, rng: np.random.Generator, **inputs: object) -> Selection:
+        arrays = {need: inputs[need] for need in needs}
+        chosen = {key: inputs.get(key, default) for key, default in options.items()}
+        return select_top(score(**arrays, **chosen), n, rng=rng)
+
+    add = register(name, needs=needs, family=family, description=description, reference=reference, **options)
+    select.__name__ = select.__qualname__ = f"select_{name}"
+    select.__module__ = score.__module__
+    select.__doc__ = _score_docstring(name, score, needs, description, reference, options)
+    select.score = score
+    return add(select)
+
+
+def _score_docstring(name: str, score: Callable[..., np.ndarray], needs: tuple[str, ...], description: str,
+                     reference: str, options: Mapping[str, object]) -> str:
+    """The numpydoc docstring of a strategy built by :func:`register_score`."""
+    target = f":func:`~{score.__module__}.{score.__name__}`"
+    lines = [f"Pick the ``n`` pool items with the highest {name.replace('_', ' ')} score: {description}.", "",
+             f"The score is {target}; the ``n`` highest are chosen by :func:`~activelab.strategies.base.select_top`.",
+             "", "Parameters", "----------", "n : int", "    Batch size; ``min(n, N)`` items are returned.",
+             "rng : numpy.random.Generator", "    Breaks ties at the boundary and among the chosen items."]
+    for need in needs:
+        lines += [f"{need} : numpy.ndarray", f"    {INPUTS[need][0].upper()}{INPUTS[need][1:]}."]
+    for key, default in options.items():
+        lines += [f"{key} : {type(default).__name__}, default {default!r}", f"    Passed to {target}."]
+    lines += ["", "Returns", "-------", "Selection",
+              "    Pool positions by decreasing score, with the score of each.", "",
+              "References", "----------", f".. [1] {reference}."]
+    return "\n".join(lines)
 
 
 def registry() -> dict[str, Strategy]:

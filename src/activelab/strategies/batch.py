@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from activelab.strategies.base import Selection, register, select_top
-from activelab.strategies.bayesian import chunk_slices, expected_entropy, score_bald
+from activelab.strategies.base import Selection, chunk_slices, register, select_top
+from activelab.strategies.bayesian import expected_entropy, score_bald
 from activelab.strategies.uncertainty import score_entropy, score_margin
 from activelab.validation import check_float, check_int
 
@@ -106,7 +106,7 @@ def select_batchbald(n: int, *, rng: np.random.Generator, probs_T_N_C: np.ndarra
     num_samples : int, default 1000
         Largest number of joint label configurations kept: exact enumeration while ``C ** k`` fits,
         Monte-Carlo samples afterwards. Memory per candidate chunk is bounded by
-        :data:`~activelab.strategies.bayesian.CHUNK_ELEMENTS`; time per pick is
+        :data:`~activelab.strategies.base.CHUNK_ELEMENTS`; time per pick is
         ``O(N * num_samples * T * C)``.
 
     Returns

@@ -2,8 +2,9 @@
 
 Each ``score_*`` maps the class probabilities of ``T`` stochastic passes over ``N`` pool items to a
 length-N score where higher means more informative; each registered strategy is that score followed by
-:func:`~activelab.strategies.base.select_top`. Scores are computed in chunks of pool items
-(:func:`chunk_slices`) so that temporaries stay bounded for pools of a million images.
+:func:`~activelab.strategies.base.select_top` (:func:`~activelab.strategies.base.register_score`). Scores are
+computed in chunks of pool items (:func:`~activelab.strategies.base.chunk_slices`) so that temporaries stay
+bounded for pools of a million images.
 
 References
 ----------
@@ -20,39 +21,15 @@ References
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 from scipy.special import entr
 
-from activelab.strategies.base import Selection, register, select_top
+from activelab.strategies.base import chunk_slices, register_score
 from activelab.strategies.uncertainty import score_entropy, score_least_confidence, score_margin, score_ratio
 
-#: Upper bound on the float64 elements of one chunk's temporaries (2**22 elements = 32 MiB). Chunks are
-#: sized in elements rather than items so that many passes or classes do not blow the bound.
-CHUNK_ELEMENTS = 2**22
-
 GAL = "Gal, Islam & Ghahramani 2017"
-
-
-def chunk_slices(n_pool: int, elements_per_item: int) -> Iterator[slice]:
-    """Yield consecutive slices of ``range(n_pool)`` holding at most ``CHUNK_ELEMENTS`` elements each.
-
-    Parameters
-    ----------
-    n_pool : int
-        Number of pool items N.
-    elements_per_item : int
-        Size of the largest temporary per item (for example ``T * C``).
-
-    Returns
-    -------
-    Iterator[slice]
-        Slices covering ``0..N`` in order, each of at least one item.
-    """
-    step = max(1, CHUNK_ELEMENTS // max(1, elements_per_item))
-    for start in range(0, n_pool, step):
-        yield slice(start, start + step)
 
 
 def _per_chunk(score_chunk: Callable[[np.ndarray], np.ndarray], probs_T_N_C: np.ndarray) -> np.ndarray:
@@ -89,9 +66,9 @@ def _bald_chunk(probs_T_n_C: np.ndarray) -> np.ndarray:
 def score_bald(probs_T_N_C: np.ndarray) -> np.ndarray:
     """Mutual information between an item's label and the model parameters (BALD), in nats.
 
-    ``H[mean_t p_t] - mean_t H[p_t]``: the expected entropy is averaged over the T passes and summed
-    over the C classes (the seed summed over T and averaged over C). Mutual information is never
-    negative, so round-off below zero is clipped to 0.
+    ``H[mean_t p_t] - mean_t H[p_t]``: the predictive entropy of the mean prediction minus the entropy of
+    each pass, averaged over the T passes (each entropy sums over the C classes). Mutual information is
+    never negative, so round-off below zero is clipped to 0.
 
     Parameters
     ----------
@@ -252,27 +229,20 @@ def score_mean_std(probs_T_N_C: np.ndarray) -> np.ndarray:
     return _per_chunk(lambda probs: probs.std(axis=0).mean(axis=1), probs_T_N_C)
 
 
-def _register_score(name: str, score: Callable[[np.ndarray], np.ndarray], description: str,
-                    reference: str) -> None:
-    def select(n: int, *, rng: np.random.Generator, probs_T_N_C: np.ndarray) -> Selection:
-        return select_top(score(probs_T_N_C), n, rng=rng)
-
-    select.__name__ = f"select_{name}"
-    select.__doc__ = f"Pick the ``n`` pool items with the highest {name.replace('_', ' ')} score."
-    register(name, needs=("probs_T_N_C",), family="bayesian", description=description,
-             reference=reference)(select)
+def _register_bayesian(name: str, score: Callable[[np.ndarray], np.ndarray], description: str,
+                       reference: str) -> None:
+    register_score(name, score, needs=("probs_T_N_C",), family="bayesian", description=description,
+                   reference=reference)
 
 
-_register_score("bald", score_bald, "highest mutual information between label and weights (MC dropout)",
-                "Houlsby et al. 2011; " + GAL)
-_register_score("mc_least_confidence", score_mc_least_confidence,
-                "lowest top-class probability of the MC-averaged prediction", GAL)
-_register_score("mc_margin", score_mc_margin,
-                "smallest top-two gap of the MC-averaged prediction", GAL)
-_register_score("mc_ratio", score_mc_ratio,
-                "highest second-to-first ratio of the MC-averaged prediction", GAL)
-_register_score("mc_entropy", score_mc_entropy, "highest entropy of the MC-averaged prediction", GAL)
-_register_score("variation_ratios", score_variation_ratios,
-                "largest share of MC passes disagreeing with the modal class", "Freeman 1965; " + GAL)
-_register_score("mean_std", score_mean_std, "highest class-averaged std of the MC probabilities",
-                "Kampffmeyer et al. 2016; Kendall et al. 2015")
+_register_bayesian("bald", score_bald, "highest mutual information between label and weights (MC dropout)",
+                   "Houlsby et al. 2011; " + GAL)
+_register_bayesian("mc_least_confidence", score_mc_least_confidence,
+                   "lowest top-class probability of the MC-averaged prediction", GAL)
+_register_bayesian("mc_margin", score_mc_margin, "smallest top-two gap of the MC-averaged prediction", GAL)
+_register_bayesian("mc_ratio", score_mc_ratio, "highest second-to-first ratio of the MC-averaged prediction", GAL)
+_register_bayesian("mc_entropy", score_mc_entropy, "highest entropy of the MC-averaged prediction", GAL)
+_register_bayesian("variation_ratios", score_variation_ratios,
+                   "largest share of MC passes disagreeing with the modal class", "Freeman 1965; " + GAL)
+_register_bayesian("mean_std", score_mean_std, "highest class-averaged std of the MC probabilities",
+                   "Kampffmeyer et al. 2016; Kendall et al. 2015")

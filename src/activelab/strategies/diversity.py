@@ -2,7 +2,7 @@
 
 All three spread a batch over the embedding space instead of ranking items one by one. Distances are
 squared Euclidean, computed as ``|x|^2 - 2 x.c + |c|^2`` in float64 blocks of at most
-:data:`~activelab.strategies.bayesian.CHUNK_ELEMENTS` elements, so no N x N (or M x N) matrix ever
+:data:`~activelab.strategies.base.CHUNK_ELEMENTS` elements, so no N x N (or M x N) matrix ever
 exists; a value within the expansion's rounding error (``4 * D * eps`` of ``|x|^2 + |c|^2``) is set to
 exactly 0, so a duplicate of a centre is at distance 0, not at a tiny positive distance. CoreSet and
 BADGE keep one running "distance to the nearest centre" vector of length N and update it from the new
@@ -29,8 +29,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.neighbors import NearestNeighbors
 
 from activelab.errors import ConfigError
-from activelab.strategies.base import Selection, register
-from activelab.strategies.bayesian import chunk_slices
+from activelab.strategies.base import Selection, chunk_slices, register
 from activelab.validation import check_int
 
 SENER = "Sener & Savarese 2018"

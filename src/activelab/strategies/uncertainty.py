@@ -1,7 +1,8 @@
 """Random sampling and the classic uncertainty scores over one deterministic prediction.
 
 Each ``score_*`` maps class probabilities ``probs_N_C`` to a length-N score where higher means more
-informative; each registered strategy is that score followed by :func:`select_top`.
+informative; each registered strategy is that score followed by :func:`select_top`
+(:func:`~activelab.strategies.base.register_score`).
 
 References
 ----------
@@ -18,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import entr
 
-from activelab.strategies.base import Selection, register, select_top
+from activelab.strategies.base import Selection, register, register_score
 
 SETTLES = "Settles 2009, Active Learning Literature Survey"
 
@@ -33,7 +34,7 @@ def top_two(probs_N_C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def score_least_confidence(probs_N_C: np.ndarray) -> np.ndarray:
-    """``1 - max_c p_c``: high when the model's best guess is weak (the seed had this inverted)."""
+    """``1 - max_c p_c``: high when the model's best guess is weak, so the least confident items come first."""
     first, _ = top_two(probs_N_C)
     return 1.0 - first
 
@@ -45,7 +46,7 @@ def score_margin(probs_N_C: np.ndarray) -> np.ndarray:
 
 
 def score_ratio(probs_N_C: np.ndarray) -> np.ndarray:
-    """``p_(2) / p_(1)``: in [0, 1], high when the runner-up is nearly as likely (the seed had it inverted).
+    """``p_(2) / p_(1)``: in [0, 1], high when the runner-up is nearly as likely as the top class.
 
     A row whose largest probability is 0 cannot be a probability row; it scores 0 rather than NaN.
     """
@@ -66,21 +67,16 @@ def select_random(n: int, *, rng: np.random.Generator, n_pool: int) -> Selection
     return Selection(positions, np.full(positions.size, np.nan))
 
 
-def _register_score(name: str, score, description: str, reference: str) -> None:
-    def select(n: int, *, rng: np.random.Generator, probs_N_C: np.ndarray) -> Selection:
-        return select_top(score(probs_N_C), n, rng=rng)
-
-    select.__name__ = f"select_{name}"
-    select.__doc__ = f"Pick the ``n`` pool items with the highest {name.replace('_', ' ')} score."
-    register(name, needs=("probs_N_C",), family="uncertainty", description=description,
-             reference=reference)(select)
+def _register_uncertainty(name: str, score, description: str, reference: str) -> None:
+    register_score(name, score, needs=("probs_N_C",), family="uncertainty", description=description,
+                   reference=reference)
 
 
-_register_score("least_confidence", score_least_confidence,
-                "lowest top-class probability (1 - max p)", "Lewis & Gale 1994; " + SETTLES)
-_register_score("margin", score_margin,
-                "smallest gap between the two most likely classes", "Scheffer et al. 2001; " + SETTLES)
-_register_score("ratio", score_ratio,
-                "highest ratio of second to first class probability", SETTLES)
-_register_score("entropy", score_entropy,
-                "highest predictive entropy", "Shannon 1948; Settles & Craven 2008")
+_register_uncertainty("least_confidence", score_least_confidence,
+                      "lowest top-class probability (1 - max p)", "Lewis & Gale 1994; " + SETTLES)
+_register_uncertainty("margin", score_margin,
+                      "smallest gap between the two most likely classes", "Scheffer et al. 2001; " + SETTLES)
+_register_uncertainty("ratio", score_ratio,
+                      "highest ratio of second to first class probability", SETTLES)
+_register_uncertainty("entropy", score_entropy,
+                      "highest predictive entropy", "Shannon 1948; Settles & Craven 2008")
