@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -21,22 +22,15 @@ from activelab.integrations.modal import (
     BUILT_IN_INPUTS,
     mc_probabilities,
     modal_strategies,
+    patch_modal,
     query_strategy,
 )
+from activelab.mcdropout import ConsistentDropout
 from activelab.strategies import registry
+from activelab.strategies.bayesian import score_bald
 
 EMBEDDING_STRATEGIES = [name for name in modal_strategies() if "emb_N_D" in registry()[name].needs]
 MC_STRATEGIES = ["bald", "mc_entropy", "batchbald"]
-
-
-@pytest.fixture(autouse=True)
-def modal_check_x_y(monkeypatch):
-    """Let modAL 0.4.2.1 teach under scikit-learn >= 1.8, which renamed `force_all_finite` to `ensure_all_finite`."""
-    if "force_all_finite" not in inspect.signature(sklearn.utils.check_X_y).parameters:
-        def check_X_y(*args, force_all_finite=True, **kwargs):
-            return sklearn.utils.check_X_y(*args, ensure_all_finite=force_all_finite, **kwargs)
-
-        monkeypatch.setattr(learners, "check_X_y", check_X_y)
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +101,11 @@ class TorchClassifier:
 def torch_learner(digits, strategy) -> ActiveLearner:
     return ActiveLearner(estimator=TorchClassifier(), query_strategy=strategy,
                          X_training=digits.X_train, y_training=digits.y_train)
+
+
+@pytest.fixture(scope="module")
+def fitted_torch_classifier(digits):
+    return TorchClassifier().fit(digits.X_train, digits.y_train)
 
 
 def module_state(module: nn.Module) -> tuple[list[bool], dict[str, torch.Tensor]]:
@@ -201,17 +200,34 @@ def test_mc_strategies_leave_the_module_as_it_was(digits, name):
         torch.testing.assert_close(value, state[key], rtol=0, atol=0)
 
 
-def test_mc_passes_differ_and_use_the_running_batchnorm_statistics(digits):
-    module = TorchClassifier().fit(digits.X_train, digits.y_train).module_
-    probs = mc_probabilities(module, digits.X_pool[:50], mc_samples=5, outputs="logits", seed=0)
+def test_mc_passes_are_masked_eval_mode_networks(digits, fitted_torch_classifier):
+    """Pass t is the eval-mode model (running BatchNorm statistics) with the dropout input times mask t."""
+    module = fitted_torch_classifier.module_
+    X = digits.X_pool[:50]
+    probs = mc_probabilities(module, X, mc_samples=5, outputs="logits", seed=0)
     assert probs.shape == (5, 50, 10)
     np.testing.assert_allclose(probs.sum(axis=2), 1.0)
-    assert not np.allclose(probs[0], probs[1]), "dropout is on during the passes"
-    module.layers[3].p = 0.0                            # without dropout, every pass is the eval-mode model
-    probs = mc_probabilities(module, digits.X_pool[:50], mc_samples=2, outputs="logits", seed=0)
-    expected = TorchClassifier.predict_proba(SimpleNamespace(module_=module), digits.X_pool[:50])
-    np.testing.assert_allclose(probs[0], expected, atol=1e-6)
-    np.testing.assert_allclose(probs[1], expected, atol=1e-6)
+    assert not np.allclose(probs[0], probs[1]), "each pass is a different network"
+    masks, modes = ConsistentDropout(module, n_samples=5, seed=0), module_state(module)[0]
+    try:
+        module.eval()
+        with torch.no_grad():
+            hidden = module.layers[:3](torch.as_tensor(X))
+            for sample in range(5):
+                logits = module.layers[4](hidden * masks.mask(0, sample, hidden.shape[1:]))
+                np.testing.assert_allclose(probs[sample], torch.softmax(logits.double(), dim=1).numpy(), atol=1e-6)
+    finally:
+        for layer, training in zip(module.modules(), modes):
+            layer.training = training
+
+
+def test_mc_probabilities_refuse_a_module_without_dropout_and_a_single_pass(digits, fitted_torch_classifier):
+    no_dropout = TorchClassifier(dropout=0.0).fit(digits.X_train, digits.y_train).module_
+    with pytest.raises(ConfigError, match="p > 0"):
+        mc_probabilities(no_dropout, digits.X_pool[:5], mc_samples=4, outputs="logits", seed=0)
+    with_dropout = fitted_torch_classifier.module_
+    with pytest.raises(ConfigError, match=re.escape("`mc_samples`=1 must be >= 2")):
+        mc_probabilities(with_dropout, digits.X_pool[:5], mc_samples=1, outputs="logits", seed=0)
 
 
 def test_probability_outputs_are_used_as_they_are(digits):
@@ -233,6 +249,153 @@ def test_mc_strategy_with_a_skorch_classifier(digits):
     assert module_state(net.module_)[0] == modes
     for key, value in net.module_.state_dict().items():
         torch.testing.assert_close(value, state[key], rtol=0, atol=0)
+
+
+# --- consistent MC dropout: pass t is one network for the whole pool -------------------------------
+
+COPIES = 10
+
+
+def pool_with_copies(digits, classifier, n_distinct: int = 100, skip: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The most BALD-informative pool item ten times, spread over the pool, among ``n_distinct`` others.
+
+    The others are the next most informative items after leaving out ``skip`` near rivals of the copied one.
+    """
+    probs = mc_probabilities(classifier.module_, digits.X_pool, mc_samples=50, outputs="logits", seed=0)
+    ranked = np.argsort(-score_bald(probs), kind="stable")
+    copied, others = digits.X_pool[ranked[0]], digits.X_pool[ranked[1 + skip:1 + skip + n_distinct]]
+    pool = np.concatenate([np.repeat(copied[None], COPIES, axis=0), others])
+    order = np.random.default_rng(0).permutation(len(pool))
+    return pool[order], np.flatnonzero(order < COPIES)
+
+
+class Sharpened(nn.Module):
+    """Logits times ``factor``: every sampled network is confident, so a pass's label is nearly certain."""
+
+    def __init__(self, module: nn.Module, factor: float) -> None:
+        super().__init__()
+        self.module, self.factor = module, factor
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        return self.module(X) * self.factor
+
+
+def test_identical_items_get_identical_bald_scores(digits, fitted_torch_classifier):
+    pool, copies = pool_with_copies(digits, fitted_torch_classifier)
+    strategy = query_strategy("bald", rng=0, outputs="logits", mc_samples=20, batch_size=16)
+    positions, ranked_scores = strategy(SimpleNamespace(estimator=fitted_torch_classifier), pool, n_instances=len(pool))
+    scores = np.empty(len(pool))
+    scores[positions] = ranked_scores
+    assert len(np.unique(copies // 16)) > 3, "the copies fall into several forward batches"
+    assert scores[copies].min() > 0.05, "the copied item is uncertain"
+    np.testing.assert_allclose(scores[copies], scores[copies[0]], rtol=0, atol=1e-6)
+
+
+def test_batchbald_never_picks_two_copies_of_one_item(digits, fitted_torch_classifier):
+    """Repeated digits (Kirsch et al. 2019, section 4.1): with confident sampled networks a second copy adds
+    almost nothing once the first is in the batch, while distinct items still add a lot. The batch stays
+    short of the point where ``T`` passes are told apart and every gain falls to zero."""
+    classifier = SimpleNamespace(module_=Sharpened(fitted_torch_classifier.module_, factor=10.0))
+    pool, copies = pool_with_copies(digits, classifier, skip=100)
+    picked_a_copy = 0
+    for seed in range(4):
+        strategy = query_strategy("batchbald", rng=seed, outputs="logits", mc_samples=50, batch_size=32)
+        indices, gains = strategy(classifier, pool, n_instances=4)
+        assert np.isin(indices, copies).sum() <= 1, "one copy at most, then distinct items"
+        assert gains.min() > 0.05, "every pick still brought information"
+        picked_a_copy += bool(np.isin(indices, copies).any())
+    assert picked_a_copy >= 2, "the copied item is among the most informative"
+
+
+def test_mc_probabilities_do_not_depend_on_the_batch_size(digits, fitted_torch_classifier):
+    module = fitted_torch_classifier.module_
+    whole = mc_probabilities(module, digits.X_pool[:60], mc_samples=4, outputs="logits", seed=5)
+    batched = mc_probabilities(module, digits.X_pool[:60], mc_samples=4, outputs="logits", seed=5, batch_size=7)
+    np.testing.assert_allclose(batched, whole, rtol=0, atol=1e-6)
+
+
+def test_mc_strategy_on_a_module_without_dropout_is_refused(digits):
+    strategy = query_strategy("bald", rng=0, outputs="logits")
+    learner = ActiveLearner(estimator=TorchClassifier(dropout=0.0), query_strategy=strategy,
+                            X_training=digits.X_train, y_training=digits.y_train)
+    with pytest.raises(ConfigError, match="no nn.Dropout with p > 0") as error:
+        learner.query(digits.X_pool, n_instances=3)
+    assert str(error.value).count(". ") == 0, "one sentence"
+
+
+@pytest.mark.parametrize("name", ["bald", "batchbald", "margin"])
+def test_a_single_mc_sample_is_refused_when_the_strategy_is_built(name):
+    with pytest.raises(ConfigError, match=re.escape("`mc_samples`=1 must be >= 2")) as error:
+        query_strategy(name, outputs="logits", mc_samples=1)
+    assert str(error.value).count(". ") == 0, "one sentence"
+
+
+# --- modAL's own loop: ActiveLearner.query then teach, several rounds ---------------------------------
+
+def test_importing_the_integration_patches_modal():
+    """Importing the integration is all a user needs for modAL 0.4.2.1's teach under scikit-learn >= 1.8."""
+    if "force_all_finite" in inspect.signature(sklearn.utils.check_X_y).parameters:
+        pytest.skip("this scikit-learn still accepts force_all_finite; modAL needs no patch")
+    assert getattr(learners.check_X_y, "_activelab_translates_force_all_finite", False)
+
+
+def test_patch_modal_is_idempotent():
+    check = learners.check_X_y
+    assert patch_modal() == patch_modal()
+    assert learners.check_X_y is check
+
+
+def test_patched_check_keeps_modals_finite_requirement(digits):
+    X = digits.X_train.copy()
+    X[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        learners.check_X_y(X, digits.y_train, allow_nd=True, force_all_finite=True)
+    learners.check_X_y(X, digits.y_train, allow_nd=True, force_all_finite=False)
+    learner = logistic_learner(digits, query_strategy("margin", rng=0))
+    with pytest.raises(ValueError, match="NaN"):
+        learner.teach(X[:2], digits.y_train[:2])
+    assert len(learner.X_training) == len(digits.X_train), "nothing was taught"
+
+
+def test_patch_modal_leaves_a_check_that_accepts_force_all_finite(monkeypatch):
+    def old_check_X_y(X, y, *, force_all_finite=True, **kwargs):
+        return X, y
+
+    monkeypatch.setattr(learners, "check_X_y", old_check_X_y)
+    assert patch_modal() is False
+    assert learners.check_X_y is old_check_X_y
+
+
+def test_patch_modal_without_modal_installed(monkeypatch):
+    monkeypatch.setitem(sys.modules, "modAL.models", None)
+    assert patch_modal() is False
+
+
+@pytest.mark.parametrize("name", ["margin", "entropy", "coreset", "random"])
+def test_modal_loop_with_a_scikit_learn_estimator(digits, name):
+    learner = ActiveLearner(estimator=LogisticRegression(max_iter=2000), query_strategy=query_strategy(name, rng=0),
+                            X_training=digits.X_train, y_training=digits.y_train)
+    X_pool, y_pool = digits.X_pool, digits.y_pool
+    for _ in range(3):
+        indices, items = learner.query(X_pool, n_instances=5)
+        learner.teach(items, y_pool[indices])
+        X_pool, y_pool = np.delete(X_pool, indices, axis=0), np.delete(y_pool, indices)
+    assert len(learner.X_training) == len(digits.X_train) + 15
+    learner.fit(digits.X_train, digits.y_train)         # modAL's fit validates its data the same way
+    assert len(learner.X_training) == len(digits.X_train)
+
+
+@pytest.mark.parametrize("name", ["bald", "batchbald"])
+def test_modal_loop_with_a_torch_estimator(digits, name):
+    learner = torch_learner(digits, query_strategy(name, rng=0, outputs="logits", mc_samples=8))
+    X_pool, y_pool = digits.X_pool, digits.y_pool
+    for _ in range(3):
+        indices, items = learner.query(X_pool, n_instances=4)
+        assert len(set(indices.tolist())) == 4
+        learner.teach(items, y_pool[indices])
+        X_pool, y_pool = np.delete(X_pool, indices, axis=0), np.delete(y_pool, indices)
+    assert len(learner.X_training) == len(digits.X_train) + 12
+    assert learner.estimator.module_.training, "the module is left in the mode fit left it in"
 
 
 # --- reproducibility -------------------------------------------------------------------------------
@@ -296,7 +459,7 @@ def test_a_compute_callable_supplies_a_missing_input(digits):
     ({"name": "margin", "compute": {"probs_N_C": np.ones}}, "`compute` key 'probs_N_C'"),
     ({"name": "badge", "compute": {"grad_emb_N_D": 3}}, "must be a callable"),
     ({"name": "coreset", "embed": "pixels"}, "`embed` must be a callable"),
-    ({"name": "margin", "mc_samples": 0}, "`mc_samples`=0 must be >= 1"),
+    ({"name": "margin", "mc_samples": 0}, "`mc_samples`=0 must be >= 2"),
     ({"name": "margin", "rng": 1.5}, "`rng`=1.5 must be an integer"),
     ({"name": "no_such_strategy"}, "unknown sampling method"),
 ])

@@ -7,9 +7,17 @@
 
 - ``probs_N_C``: ``classifier.predict_proba(X_pool)``.
 - ``probs_T_N_C``: ``mc_samples`` forward passes of the estimator's torch ``module_`` (a skorch
-  ``NeuralNetClassifier``, or any estimator exposing one) with every layer in eval mode except the
-  ``nn.Dropout`` layers, so BatchNorm statistics and the module's modes are left as they were (the
-  study's modAL code put the whole model in train mode, defect 13).
+  ``NeuralNetClassifier``, or any estimator exposing one) under *consistent* MC dropout
+  (:class:`activelab.mcdropout.ConsistentDropout`): pass ``t`` multiplies the input of every
+  ``nn.Dropout`` layer by one mask shared by every pool item and every forward batch, so each pass is one
+  sampled network, as BatchBALD's joint mutual information assumes (Kirsch et al. 2019), and ten copies
+  of one image get one score. The masks are seeded from the query strategy's generator at each query;
+  every layer runs in eval mode (BatchNorm uses and keeps its running statistics, the study's modAL code
+  put the whole model in train mode, defect 13) and the module's modes are restored afterwards. A module
+  without an ``nn.Dropout`` with ``p > 0`` is refused at the first query, since its passes would all be
+  one network and BALD would score every item zero (other dropout variants, such as ``nn.Dropout2d``,
+  are refused rather than ignored); ``mc_samples`` must be at least 2, checked when the query strategy
+  is built.
 - ``emb_N_D``: ``embed(X_pool)`` when an ``embed`` callable is given, otherwise the pool itself, each item
   flattened to one row (pixels for images, features for scikit-learn estimators).
 - ``labelled_emb_M_D``: the same embedding of ``classifier.X_training``, which modAL's ``ActiveLearner``
@@ -20,19 +28,41 @@ Any other input (layer activations, BADGE gradients, auxiliary heads) must be gi
 at the first query. modAL's own strategies return ``(indices, metrics)``; so does this adapter, with
 activelab's scores (higher is more informative), and ``ActiveLearner.query`` returns
 ``(indices, X_pool[indices])`` as usual.
+
+Installing: ``pip install 'activelab[modal]'`` adds modAL (``modAL-python``, imported as ``modAL``).
+
+modAL 0.4.2.1 under scikit-learn >= 1.8
+    modAL's ``ActiveLearner.fit`` and ``teach`` validate their data with
+    ``sklearn.utils.check_X_y(..., force_all_finite=...)``, an argument scikit-learn 1.6 renamed to
+    ``ensure_all_finite`` and 1.8 removed, so the first ``teach`` fails with a ``TypeError``. Importing
+    this module calls :func:`patch_modal`, which gives modAL's learners a ``check_X_y`` that passes the
+    value on as ``ensure_all_finite``; it changes nothing else, and nothing at all when modAL is not
+    installed or scikit-learn still accepts ``force_all_finite``. Building a query strategy means this
+    module is imported, so a modAL loop that uses one teaches without further steps; a modAL loop that
+    uses none of activelab's strategies can call :func:`patch_modal` itself.
+
+The command line and this module
+    ``activelab run --al-query-strategy NAME`` accepts the study's modAL routine names
+    (``uncertainty_sampling``, ``margin_sampling``, ``entropy_sampling``, ``random``, ``bald``,
+    ``max_entropy``, ``cluster_outlier_combined``, ``outlier``); the command line maps each to the
+    registered strategy that computes it and runs activelab's own resumable loop (:mod:`activelab.loop`),
+    which neither needs nor imports modAL. This module is for people who keep their own modAL loop
+    (``ActiveLearner``, ``query``, ``teach``) and want activelab's strategies in it; it uses the same
+    registered strategies, by their activelab names (``activelab strategies`` lists them, and
+    :func:`modal_strategies` those a modAL estimator can feed).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Mapping
+import inspect
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
 from activelab.errors import BudgetExceededError, ConfigError
-from activelab.inference import mc_dropout
+from activelab.mcdropout import ConsistentDropout, dropout_layers
 from activelab.strategies import INPUTS, Strategy, get_strategy, registry
 from activelab.validation import check_int
 
@@ -70,7 +100,8 @@ def query_strategy(name: str, *, rng: int | np.random.Generator | None = None, m
         Seed of the generator the query strategy keeps and draws from at every query, so a sequence of
         queries is reproducible; a Generator is used as it is, None seeds one from the operating system.
     mc_samples : int, default 10
-        Stochastic passes ``T`` for strategies that need ``probs_T_N_C``.
+        Stochastic passes ``T`` for strategies that need ``probs_T_N_C``; at least 2 (one pass carries
+        no uncertainty).
     outputs : {"logits", "probs"} or None, default None
         What the torch module's forward returns; required by strategies that need ``probs_T_N_C``
         (the adapter never guesses it from the values).
@@ -95,7 +126,7 @@ def query_strategy(name: str, *, rng: int | np.random.Generator | None = None, m
     ------
     ConfigError
         If ``name`` is unknown, an input of the strategy cannot be provided, ``outputs`` is missing for
-        an MC strategy, or an option is unknown or out of range.
+        an MC strategy, ``mc_samples`` is below 2, or an option is unknown or out of range.
 
     Examples
     --------
@@ -118,7 +149,7 @@ def query_strategy(name: str, *, rng: int | np.random.Generator | None = None, m
     elif "probs_T_N_C" in strategy.needs:
         raise ConfigError(f"strategy '{strategy.name}' runs the torch module itself; pass outputs='logits' or "
                           "outputs='probs' to say what its forward returns.")
-    return ModalQueryStrategy(strategy, rng=_generator(rng), mc_samples=check_int(mc_samples, "mc_samples", minimum=1),
+    return ModalQueryStrategy(strategy, rng=_generator(rng), mc_samples=check_int(mc_samples, "mc_samples", minimum=2),
                               outputs=outputs, embed=embed, compute=compute,
                               batch_size=check_int(batch_size, "batch_size", minimum=1),
                               options=_check_options(strategy, options))
@@ -173,8 +204,8 @@ class ModalQueryStrategy:
         BudgetExceededError
             If ``n_instances`` exceeds the pool size.
         ConfigError
-            If the classifier cannot provide an input (no torch ``module_`` for an MC strategy) or an
-            option is unknown.
+            If the classifier cannot provide an input (no torch ``module_``, or one without an
+            ``nn.Dropout`` with ``p > 0``, for an MC strategy) or an option is unknown.
         """
         n = check_int(n_instances, "n_instances", minimum=1)
         n_pool = X_pool.shape[0] if hasattr(X_pool, "shape") else len(X_pool)
@@ -192,7 +223,7 @@ class ModalQueryStrategy:
             inputs["probs_N_C"] = np.asarray(classifier.predict_proba(X_pool))
         if "probs_T_N_C" in needs:
             inputs["probs_T_N_C"] = mc_probabilities(
-                _torch_module(self.strategy.name, classifier), X_pool, mc_samples=self.mc_samples,
+                _dropout_module(self.strategy.name, classifier), X_pool, mc_samples=self.mc_samples,
                 outputs=self.outputs, seed=int(self.rng.integers(2**63 - 1)), batch_size=self.batch_size)
         if "emb_N_D" in needs or "labelled_emb_M_D" in needs:
             inputs["emb_N_D"] = self._embedding(X_pool)
@@ -210,58 +241,58 @@ class ModalQueryStrategy:
 @torch.no_grad()
 def mc_probabilities(module: nn.Module, X: object, *, mc_samples: int, outputs: str, seed: int,
                      batch_size: int = 256) -> np.ndarray:
-    """Class probabilities of ``mc_samples`` forward passes with only the dropout layers switched on.
+    """Class probabilities of ``mc_samples`` consistent MC-dropout passes over ``X``.
 
-    Every other layer runs in eval mode (BatchNorm uses and keeps its running statistics), and every
-    layer's mode is restored afterwards. The dropout masks are drawn after seeding torch with ``seed``
-    inside :func:`torch.random.fork_rng`, so the global torch random state is left as it was.
+    Pass ``t`` is one sampled network: :class:`activelab.mcdropout.ConsistentDropout` multiplies the
+    input of each ``nn.Dropout`` layer by a mask that depends on ``(seed, layer, t)`` only, so every item
+    and every batch of ``X`` sees the same mask in that pass, and the result does not depend on
+    ``batch_size``. Every layer runs in eval mode (BatchNorm uses and keeps its running statistics), and
+    every layer's mode is restored afterwards; the global torch random state is not touched.
 
     Parameters
     ----------
     module : torch.nn.Module
-        The network; its forward takes a batch of ``X`` and returns one row per item (or a tuple whose
-        first element is that, as skorch allows).
+        The network, holding at least one ``nn.Dropout`` with ``p > 0``; its forward takes a batch of
+        ``X`` and returns one row per item (or a tuple whose first element is that, as skorch allows).
     X : array-like, shape (N, ...)
         Items; floating-point arrays are cast to the dtype of the module's parameters.
     mc_samples : int
-        Number of passes ``T``.
+        Number of passes ``T``, at least 2.
     outputs : {"logits", "probs"}
         Whether the forward returns logits (softmax is applied) or probabilities (used as they are).
     seed : int
-        Seed of the dropout masks.
+        Seed of the dropout masks (non-negative).
     batch_size : int, default 256
         Items per forward pass.
 
     Returns
     -------
     numpy.ndarray of float64, shape (T, N, C)
+
+    Raises
+    ------
+    ConfigError
+        If ``module`` has no ``nn.Dropout`` with ``p > 0`` (or another dropout variant), ``mc_samples``
+        is below 2, or ``outputs`` is not one of :data:`MODULE_OUTPUTS`.
     """
+    _check_outputs(outputs)
+    mc_samples = check_int(mc_samples, "mc_samples", minimum=2)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
     parameter = next(module.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
     X = np.asarray(X)
     chunks = []
-    _check_outputs(outputs)
-    with torch.random.fork_rng(), _eval_except_dropout(module):
-        torch.manual_seed(seed)
+    with ConsistentDropout(module, n_samples=mc_samples, seed=seed) as masks:
         for start in range(0, X.shape[0], batch_size):
             batch = torch.as_tensor(X[start:start + batch_size], device=device)
             if batch.is_floating_point() and parameter is not None:
                 batch = batch.to(parameter.dtype)
-            chunks.append(torch.stack([_probabilities(module(batch), outputs) for _ in range(mc_samples)]))
+            passes = []
+            for sample in range(mc_samples):
+                masks.use(sample)
+                passes.append(_probabilities(module(batch), outputs))
+            chunks.append(torch.stack(passes))
     return torch.cat(chunks, dim=1).cpu().numpy()
-
-
-@contextlib.contextmanager
-def _eval_except_dropout(module: nn.Module) -> Iterator[None]:
-    """Put ``module`` in eval mode with its dropout layers on, then restore every layer's own mode."""
-    modes = [(layer, layer.training) for layer in module.modules()]
-    try:
-        module.eval()
-        with mc_dropout(module):
-            yield
-    finally:
-        for layer, training in modes:
-            layer.training = training
 
 
 def _probabilities(output: torch.Tensor | tuple, outputs: str) -> torch.Tensor:
@@ -270,13 +301,17 @@ def _probabilities(output: torch.Tensor | tuple, outputs: str) -> torch.Tensor:
     return torch.softmax(scores, dim=1) if outputs == "logits" else scores
 
 
-def _torch_module(strategy: str, classifier: object) -> nn.Module:
-    """The fitted torch module of ``classifier``, or of the estimator a modAL learner wraps."""
+def _dropout_module(strategy: str, classifier: object) -> nn.Module:
+    """The fitted torch module of ``classifier`` (or of the estimator a modAL learner wraps), with dropout."""
     estimator = getattr(classifier, "estimator", classifier)
     module = getattr(estimator, "module_", None)
     if not isinstance(module, nn.Module):
         raise ConfigError(f"strategy '{strategy}' needs MC-dropout passes, but {type(estimator).__name__} has no "
                           "fitted torch `module_` (use a skorch NeuralNetClassifier or similar).")
+    if not dropout_layers(module):
+        raise ConfigError(f"strategy '{strategy}' needs MC-dropout passes, but the {type(module).__name__} module "
+                          "has no nn.Dropout with p > 0, so every pass would be the same network and its "
+                          "uncertainty zero.")
     return module
 
 
@@ -316,5 +351,46 @@ def _generator(rng: object) -> np.random.Generator:
     return np.random.default_rng(check_int(rng, "rng", minimum=0))
 
 
+def patch_modal() -> bool:
+    """Let modAL's learners validate their data under scikit-learn versions without ``force_all_finite``.
+
+    modAL 0.4.2.1 calls ``check_X_y(..., force_all_finite=...)`` in ``ActiveLearner.fit`` and ``teach``;
+    scikit-learn 1.8 removed that argument (renamed ``ensure_all_finite`` in 1.6). This replaces the
+    ``check_X_y`` that ``modAL.models.learners`` imported with a wrapper that renames the argument and
+    keeps its value, so non-finite data is still refused exactly as modAL asked. Nothing else in modAL or
+    scikit-learn is touched. It runs when this module is imported; calling it again does nothing.
+
+    Returns
+    -------
+    bool
+        True when modAL's learners now use the translating check (installed by this call or an earlier
+        one); False when no change is needed: modAL is not installed, or scikit-learn still accepts
+        ``force_all_finite``.
+    """
+    try:
+        from modAL.models import learners
+    except ImportError:
+        return False
+    check = learners.check_X_y
+    if getattr(check, "_activelab_translates_force_all_finite", False):
+        return True
+    if "force_all_finite" in inspect.signature(check).parameters:
+        return False
+    learners.check_X_y = _renaming_force_all_finite(check)
+    return True
+
+
+def _renaming_force_all_finite(check_X_y: Callable[..., object]) -> Callable[..., object]:
+    def check_X_y_for_modal(*args: object, **kwargs: object) -> object:
+        if "force_all_finite" in kwargs:
+            kwargs["ensure_all_finite"] = kwargs.pop("force_all_finite")
+        return check_X_y(*args, **kwargs)
+
+    check_X_y_for_modal._activelab_translates_force_all_finite = True
+    return check_X_y_for_modal
+
+
+patch_modal()
+
 __all__ = ["BUILT_IN_INPUTS", "MODULE_OUTPUTS", "ModalQueryStrategy", "mc_probabilities", "modal_strategies",
-           "query_strategy"]
+           "patch_modal", "query_strategy"]
