@@ -17,7 +17,7 @@ import torch
 
 from activelab.data.sources import get_source
 from activelab.data.state import LabelState
-from activelab.inference import pool_outputs
+from activelab.inference import POOL_OUTPUTS, pool_outputs
 from activelab.models import build_model
 from activelab.strategies import get_strategy
 from activelab.training import TrainSettings, evaluate, fit
@@ -45,7 +45,7 @@ def main() -> None:
     evaluate(model, dataset, state.test_ids, settings)
     evaluated = time.perf_counter()
     pool = state.pool_ids
-    wanted = {need for need in strategy.needs if need in ("probs_N_C", "probs_T_N_C", "emb_N_D", "act_N_L")}
+    wanted = {need for need in strategy.needs if need in POOL_OUTPUTS}
     inputs = pool_outputs(model, dataset, pool, wanted, batch_size=512) if wanted else {}
     scored = time.perf_counter()
     strategy(args.batch, rng=np.random.default_rng(0), n_pool=pool.size, **inputs)

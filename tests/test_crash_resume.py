@@ -44,7 +44,7 @@ def outcome(out: Path) -> dict:
     with sqlite3.connect(out / "activelab.sqlite") as connection:
         selections = connection.execute("SELECT round, rank, item_id, score FROM selections ORDER BY round, rank").fetchall()
         rounds = connection.execute("SELECT round, n_labelled, test_accuracy, test_macro_f1 FROM rounds ORDER BY round").fetchall()
-    metrics = [(r["round"], r["n_labelled"], r["test_accuracy"], r["test_macro_f1"], r["val_accuracy"]) for r in state.rounds]
+    metrics = [(r.round, r.n_labelled, r.test_accuracy, r.test_macro_f1, r.val_accuracy) for r in state.rounds]
     return {"labelled": state.labelled_ids.tolist(), "labels": state.labelled_labels.tolist(), "metrics": metrics,
             "selections": selections, "store_rounds": rounds}
 

@@ -28,15 +28,15 @@ def margin_run(tmp_path_factory, fashion):
 
 def test_accuracy_is_well_above_chance(margin_run):
     _, state, _ = margin_run
-    accuracies = [record["test_accuracy"] for record in state.rounds]
+    accuracies = [record.test_accuracy for record in state.rounds]
     assert len(accuracies) == 4
     assert accuracies[-1] > 0.6  # chance is 0.1 on ten classes
-    assert all(0.0 <= record["test_macro_f1"] <= 1.0 for record in state.rounds)
+    assert all(0.0 <= record.test_macro_f1 <= 1.0 for record in state.rounds)
 
 
 def test_labelled_set_grows_by_exactly_the_batch_each_round(margin_run, fashion):
     _, state, _ = margin_run
-    assert [record["n_labelled"] for record in state.rounds] == [100, 200, 300, 400]
+    assert [record.n_labelled for record in state.rounds] == [100, 200, 300, 400]
     assert np.bincount(state.labelled_rounds).tolist() == [100, 100, 100, 100]
     assert np.array_equal(state.labelled_labels, fashion.labels[state.labelled_ids])
     assert not np.isin(state.labelled_ids, state.test_ids).any()
@@ -57,12 +57,12 @@ def test_files_and_store_hold_every_round(margin_run):
     store = Store(run_dir.parent / "activelab.sqlite")
     rounds = store.rounds(config.name)
     assert [row["round"] for row in rounds] == [0, 1, 2, 3]
-    assert [row["test_accuracy"] for row in rounds] == [record["test_accuracy"] for record in state.rounds]
+    assert [row["test_accuracy"] for row in rounds] == [record.test_accuracy for record in state.rounds]
     selections = store.selections(config.name)
     assert len(selections) == 300
     assert [row["item_id"] for row in selections] == state.labelled_ids[100:].tolist()
     assert store.run(config.name)["status"] == "finished"
-    assert [record["round"] for record in printed] == [0, 1, 2, 3]
+    assert [record.round for record in printed] == [0, 1, 2, 3]
 
 
 def test_margin_picks_uncertain_items(margin_run):
@@ -94,13 +94,13 @@ def test_a_run_interrupted_after_a_selection_resumes_to_the_same_result(margin_r
     state.pending = {"round": 1, "strategy": "margin", "ids": pending_ids.tolist(),
                      "scores": [0.0] * 100, "seconds_score": 0.0, "seconds_select": 0.0}
     state.rounds = state.rounds[:2]
-    state.rounds[1]["acquired"] = False
+    state.rounds[1].acquired = False
     state.save(copy_dir / "state.json")
     for path in (copy_dir / "models").glob("round_00[23].pt"):
         path.unlink()
     resumed = run_experiment(RunConfig(**{**BASE, "sampling_method": "margin", "out": str(tmp_path)}))
     assert np.array_equal(resumed.labelled_ids, finished.labelled_ids)
-    assert [r["test_accuracy"] for r in resumed.rounds] == [r["test_accuracy"] for r in finished.rounds]
+    assert [r.test_accuracy for r in resumed.rounds] == [r.test_accuracy for r in finished.rounds]
 
 
 def test_random_and_margin_start_from_the_same_labels(margin_run, tmp_path):
@@ -116,5 +116,5 @@ def test_warm_start_fine_tunes_across_rounds(tmp_path, fashion):
     config = RunConfig(**{**BASE, "al_iter": 1, "max_epochs": 2}, sampling_method="entropy", warm_start=True,
                        out=str(tmp_path))
     state = run_experiment(config)
-    assert [record["n_labelled"] for record in state.rounds] == [100, 200]
-    assert state.rounds[-1]["test_accuracy"] > 0.5
+    assert [record.n_labelled for record in state.rounds] == [100, 200]
+    assert state.rounds[-1].test_accuracy > 0.5

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from activelab.data.base import UNLABELLED
 from activelab.data.state import LabelState
 from activelab.errors import BudgetExceededError, ConfigError, StateError
+from activelab.records import RoundRecord
 
 LABELS = np.arange(500) % 5
 
@@ -81,11 +82,12 @@ def test_sizes_larger_than_available_are_refused():
 def test_save_load_round_trip(tmp_path):
     state = make_state()
     state.add(state.acquire_initial_ids(10), LABELS[state.acquire_initial_ids(10)], 0)
-    state.rounds.append({"round": 0, "test_accuracy": 0.5})
+    state.rounds.append(RoundRecord(0, 10, test_accuracy=0.5))
     state.pending = {"round": 0, "ids": [1, 2]}
     state.save(tmp_path / "state.json")
     loaded = LabelState.load(tmp_path / "state.json")
     assert loaded.to_dict() == state.to_dict()
+    assert loaded.rounds == state.rounds
 
 
 def test_corrupt_or_foreign_files_are_refused_and_left_untouched(tmp_path):

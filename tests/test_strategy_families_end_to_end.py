@@ -32,9 +32,9 @@ def test_the_list_covers_every_family():
 @pytest.mark.parametrize("name", FAMILY_MEMBERS)
 def test_strategy_runs_end_to_end(name, tmp_path, fashion):
     state = run_experiment(RunConfig(**BASE, sampling_method=name, out=str(tmp_path)))
-    assert [record["n_labelled"] for record in state.rounds] == [40, 60]
+    assert [record.n_labelled for record in state.rounds] == [40, 60]
     acquired = state.labelled_ids[40:]
     assert acquired.size == 20 and np.unique(acquired).size == 20
     assert np.isin(acquired, state.train_ids).all()
     assert not np.isin(acquired, np.concatenate([state.test_ids, state.val_ids, state.holdout_ids])).any()
-    assert state.rounds[-1]["test_accuracy"] > 0.3  # chance is 0.1
+    assert state.rounds[-1].test_accuracy > 0.3  # chance is 0.1

@@ -20,7 +20,8 @@ from activelab.mcdropout import ConsistentDropout
 from activelab.models.heads import ActiveModel
 
 #: Inputs this module computes in one pass over the pool (see ``activelab.strategies.INPUTS``).
-POOL_OUTPUTS = ("probs_N_C", "probs_T_N_C", "emb_N_D", "act_mean_N_L", "act_max_N_L", "grad_emb_N_D")
+POOL_OUTPUTS = ("probs_N_C", "probs_T_N_C", "emb_N_D", "logits_N_C", "act_mean_N_L", "act_max_N_L",
+                "grad_emb_N_D")
 
 
 @torch.no_grad()
@@ -48,6 +49,8 @@ def pool_outputs(model: ActiveModel, dataset: Dataset, positions: np.ndarray, wa
             parts["probs_N_C"].append(probs.float().cpu().numpy())
         if "emb_N_D" in wanted:
             parts["emb_N_D"].append(hidden.float().cpu().numpy())
+        if "logits_N_C" in wanted:
+            parts["logits_N_C"].append(logits.float().cpu().numpy())
         layers = (torch.flatten(features, 1), hidden, logits)
         if "act_mean_N_L" in wanted:
             parts["act_mean_N_L"].append(torch.stack([layer.mean(1) for layer in layers], 1).float().cpu().numpy())
@@ -98,6 +101,7 @@ def _gradient_embedding(probs: torch.Tensor, hidden: torch.Tensor) -> torch.Tens
 
 def _empty(name: str, model: ActiveModel, dataset: Dataset, mc_samples: int) -> np.ndarray:
     classes, width = dataset.num_classes, model.head.embedding_dim
-    shapes = {"probs_N_C": (0, classes), "emb_N_D": (0, width), "act_mean_N_L": (0, 3), "act_max_N_L": (0, 3),
+    shapes = {"probs_N_C": (0, classes), "emb_N_D": (0, width), "logits_N_C": (0, classes),
+              "act_mean_N_L": (0, 3), "act_max_N_L": (0, 3),
               "grad_emb_N_D": (0, classes * width), "probs_T_N_C": (mc_samples, 0, classes)}
     return np.empty(shapes[name], dtype=np.float32)

@@ -37,6 +37,7 @@ from activelab.inference import POOL_OUTPUTS, embed, pool_outputs
 from activelab.io import atomic_write_bytes, atomic_write_json
 from activelab.models import build_model, check_model
 from activelab.models.heads import ActiveModel
+from activelab.records import RoundRecord
 from activelab.runlock import RunLock
 from activelab.store import Store
 from activelab.strategies import Strategy, get_strategy
@@ -75,7 +76,7 @@ class Experiment:
         self.state.save(self.run_dir / "state.json")
 
 
-def run_experiment(config: RunConfig, *, on_round: Callable[[dict], None] | None = None,
+def run_experiment(config: RunConfig, *, on_round: Callable[[RoundRecord], None] | None = None,
                    on_start: Callable[[], None] | None = None) -> LabelState:
     """Run (or resume) the experiment ``config`` describes and return its final ledger.
 
@@ -186,11 +187,11 @@ def _oracle(experiment: Experiment, ids: np.ndarray) -> np.ndarray:
     return labels
 
 
-def _run_rounds(experiment: Experiment, on_round: Callable[[dict], None] | None) -> None:
+def _run_rounds(experiment: Experiment, on_round: Callable[[RoundRecord], None] | None) -> None:
     config, state = experiment.config, experiment.state
     while True:
         evaluated = len(state.rounds)
-        if evaluated and not state.rounds[-1].get("acquired") and evaluated - 1 < config.al_iter:
+        if evaluated and not state.rounds[-1].acquired and evaluated - 1 < config.al_iter:
             _acquire(experiment, evaluated - 1)
             continue
         if evaluated > config.al_iter:
@@ -200,14 +201,14 @@ def _run_rounds(experiment: Experiment, on_round: Callable[[dict], None] | None)
             on_round(record)
 
 
-def _train_and_evaluate(experiment: Experiment, round_index: int) -> dict:
+def _train_and_evaluate(experiment: Experiment, round_index: int) -> RoundRecord:
     state, dataset = experiment.state, experiment.dataset
     model, fit_record = _trained_model(experiment, round_index)
     start = time.perf_counter()
     _progress(experiment, round_index, "evaluate")
     metrics = evaluate(model, dataset, state.test_ids, experiment.settings) if state.test_ids.size else {}
-    record = {"round": round_index, "n_labelled": state.n_labelled, **fit_record, **metrics,
-              "seconds_evaluate": time.perf_counter() - start, "acquired": False}
+    record = RoundRecord(round_index, state.n_labelled, **fit_record, **metrics,
+                         seconds_evaluate=time.perf_counter() - start)
     state.rounds.append(record)
     experiment.save_state()
     crash_point("round-evaluated")
@@ -220,10 +221,10 @@ def _record_in_store(experiment: Experiment, round_index: int) -> None:
     state, run_id = experiment.state, experiment.config.name
     record = state.rounds[round_index]
     experiment.store.record_round(run_id, record)
-    if record.get("acquired"):
+    if record.acquired:
         acquired = state.labelled_rounds == round_index + 1
         experiment.store.record_selection(run_id, round_index, state.labelled_ids[acquired].tolist(),
-                                          record["selection_scores"], state.labelled_labels[acquired].tolist())
+                                          record.selection_scores, state.labelled_labels[acquired].tolist())
 
 
 def _progress(experiment: Experiment, round_index: int, step: str) -> None:
@@ -283,8 +284,9 @@ def _acquire(experiment: Experiment, round_index: int) -> None:
     labels = _oracle(experiment, ids)
     state.add(ids, labels, round_index + 1)
     record = state.rounds[round_index]
-    record.update(acquired=True, seconds_score=pending["seconds_score"], seconds_select=pending["seconds_select"],
-                  selection_scores=pending["scores"])
+    record.acquired = True
+    record.seconds_score, record.seconds_select = pending["seconds_score"], pending["seconds_select"]
+    record.selection_scores = pending["scores"]
     state.pending = None
     experiment.save_state()
     crash_point("labels-saved")

@@ -14,6 +14,7 @@ from contextlib import closing
 from pathlib import Path
 
 from activelab.errors import StateError
+from activelab.records import METRIC_COLUMNS, RoundRecord
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -29,9 +30,6 @@ CREATE TABLE IF NOT EXISTS selections (
     run_id TEXT NOT NULL REFERENCES runs(run_id), round INTEGER NOT NULL, rank INTEGER NOT NULL,
     item_id INTEGER NOT NULL, score REAL, label INTEGER, PRIMARY KEY (run_id, round, rank));
 """
-
-ROUND_COLUMNS = ("round", "n_labelled", "test_accuracy", "test_macro_f1", "val_accuracy", "epochs",
-                 "seconds_train", "seconds_evaluate", "seconds_score", "seconds_select")
 
 
 class Store:
@@ -58,12 +56,12 @@ class Store:
                 (run_id, created, dataset, strategy, model, seed, str(run_dir), json.dumps(config, sort_keys=True),
                  json.dumps(environment, sort_keys=True)))
 
-    def record_round(self, run_id: str, record: dict) -> None:
+    def record_round(self, run_id: str, record: RoundRecord) -> None:
         """Upsert one round's metrics and timings."""
-        values = [record.get(column) for column in ROUND_COLUMNS]
+        values = [getattr(record, column) for column in METRIC_COLUMNS]
         with closing(self._connect()) as connection, connection:
-            connection.execute(f"INSERT OR REPLACE INTO rounds (run_id, {', '.join(ROUND_COLUMNS)}) "
-                               f"VALUES (?{', ?' * len(ROUND_COLUMNS)})", [run_id, *values])
+            connection.execute(f"INSERT OR REPLACE INTO rounds (run_id, {', '.join(METRIC_COLUMNS)}) "
+                               f"VALUES (?{', ?' * len(METRIC_COLUMNS)})", [run_id, *values])
 
     def record_selection(self, run_id: str, round_index: int, ids: list[int], scores: list[float | None],
                          labels: list[int]) -> None:
@@ -125,11 +123,11 @@ def export_rounds(store: Store, fmt: str) -> str:
     runs = {row["run_id"]: row for row in store.runs()}
     rows = [{"run_id": row["run_id"], "dataset": runs[row["run_id"]]["dataset"],
              "strategy": runs[row["run_id"]]["strategy"], "seed": runs[row["run_id"]]["seed"],
-             **{column: row[column] for column in ROUND_COLUMNS}} for row in store.rounds()]
+             **{column: row[column] for column in METRIC_COLUMNS}} for row in store.rounds()]
     if fmt == "json":
         return json.dumps(rows, indent=1) + "\n"
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["run_id", "dataset", "strategy", "seed", *ROUND_COLUMNS])
+    writer = csv.DictWriter(buffer, fieldnames=["run_id", "dataset", "strategy", "seed", *METRIC_COLUMNS])
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()

@@ -28,6 +28,7 @@ import numpy as np
 from activelab.data.base import UNLABELLED
 from activelab.errors import BudgetExceededError, ConfigError, StateError
 from activelab.io import atomic_write_json
+from activelab.records import RoundRecord
 
 FORMAT = "activelab.label-state"
 VERSION = 1
@@ -54,7 +55,7 @@ class LabelState:
     labelled_rounds: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     human_ids: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     human_labels: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
-    rounds: list[dict] = field(default_factory=list)
+    rounds: list[RoundRecord] = field(default_factory=list)
     pending: dict | None = None
 
     @classmethod
@@ -179,7 +180,7 @@ class LabelState:
             "test_ids": self.test_ids.tolist(), "holdout_ids": self.holdout_ids.tolist(),
             "labelled_ids": self.labelled_ids.tolist(), "labelled_labels": self.labelled_labels.tolist(),
             "labelled_rounds": self.labelled_rounds.tolist(), "human_ids": self.human_ids.tolist(),
-            "human_labels": self.human_labels.tolist(), "rounds": self.rounds, "pending": self.pending,
+            "human_labels": self.human_labels.tolist(), "rounds": [record.to_dict() for record in self.rounds], "pending": self.pending,
         }
 
     @classmethod
@@ -189,7 +190,7 @@ class LabelState:
                   ("train_ids", "val_ids", "test_ids", "holdout_ids", "labelled_ids", "labelled_labels",
                    "labelled_rounds")}
         arrays.update({key: np.asarray(payload.get(key, []), dtype=np.int64) for key in ("human_ids", "human_labels")})
-        return cls(payload["dataset_fingerprint"], int(payload["seed"]), rounds=list(payload["rounds"]),
+        return cls(payload["dataset_fingerprint"], int(payload["seed"]), rounds=[RoundRecord.from_dict(record) for record in payload["rounds"]],
                    pending=payload["pending"], **arrays)
 
     def save(self, path: Path) -> None:
