@@ -59,3 +59,15 @@ def test_augmentation_draws_are_seeded_and_independent_of_workers():
     plain = [images for images, _ in make_loader(dataset, np.arange(20), labels=dataset.labels, batch_size=6,
                                                  shuffle_seed=1)]
     assert not all(torch.equal(a, b) for a, b in zip(alone, plain))
+
+
+def test_min_steps_repeats_a_small_labelled_set_until_training_reaches_them():
+    torch.manual_seed(0)
+    dataset = toy(60, 12)
+    model = build_model("cnn", (1, 12, 12), 3)
+    settings = TrainSettings(max_epochs=4, batch_size=64, min_steps=30, patience=1, progress=False)
+    result = fit(model, dataset, np.arange(20), dataset.labels[:20], np.arange(20, 60), settings, seed=0)
+    assert result.steps >= 30  # 20 images in batches of 64: one step per epoch without repetition
+    plain = fit(build_model("cnn", (1, 12, 12), 3), dataset, np.arange(20), dataset.labels[:20], np.arange(20, 60),
+                TrainSettings(max_epochs=4, batch_size=64, progress=False), seed=0)
+    assert plain.steps <= 4

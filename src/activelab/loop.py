@@ -256,7 +256,7 @@ def _trained_model(experiment: Experiment, round_index: int) -> tuple[ActiveMode
     _progress(experiment, round_index, f"train on {state.n_labelled} labels")
     result = fit(model, experiment.dataset, state.labelled_ids, state.labelled_labels, state.val_ids,
                  experiment.settings, seed=stream_seed(experiment.config.seed, round_index, _TRAIN))
-    fit_record = {"val_accuracy": result.best_val_accuracy, "epochs": result.epochs,
+    fit_record = {"val_accuracy": result.best_val_accuracy, "epochs": result.epochs, "steps": result.steps,
                   "seconds_train": result.seconds}
     buffer = io.BytesIO()
     torch.save({"model": model.state_dict(), "fit": fit_record}, buffer)

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 class RoundRecord:
     """Metrics and timings of round ``round``, trained on ``n_labelled`` labels.
 
-    ``val_accuracy`` is the best validation accuracy (early stopping), ``test_accuracy`` and
+    ``val_accuracy`` is the best validation accuracy (early stopping), ``epochs`` and ``steps`` the epochs
+    and optimiser steps trained, ``test_accuracy`` and
     ``test_macro_f1`` are measured on the test split (None without one). ``acquired`` turns True once the
     round's selection is labelled; ``selection_scores`` then holds the score of each acquired item in
     priority order (None where a strategy has no score). Times are in seconds.
@@ -24,6 +25,7 @@ class RoundRecord:
     n_labelled: int
     val_accuracy: float | None = None
     epochs: int | None = None
+    steps: int | None = None
     test_accuracy: float | None = None
     test_macro_f1: float | None = None
     seconds_train: float | None = None

@@ -71,6 +71,12 @@ class TrainSettings:
     num_workers: int = 0
     progress: bool = True
     augment: Augment | None = None
+    min_steps: int = 0
+
+    @property
+    def min_batches_per_epoch(self) -> int:
+        """Batches an epoch must hold so that ``max_epochs`` epochs reach ``min_steps`` optimiser steps."""
+        return max(1, -(-self.min_steps // self.max_epochs))
 
     @property
     def device(self) -> torch.device:
@@ -113,10 +119,11 @@ class Classifier(pl.LightningModule):
 
 @dataclass(frozen=True)
 class FitResult:
-    """What training a round produced: best validation accuracy, epochs run, seconds."""
+    """What training a round produced: best validation accuracy, epochs and optimiser steps run, seconds."""
 
     best_val_accuracy: float | None
     epochs: int
+    steps: int
     seconds: float
 
 
@@ -124,13 +131,16 @@ def fit(model: ActiveModel, dataset: Dataset, train_ids: np.ndarray, train_label
         val_ids: np.ndarray, settings: TrainSettings, *, seed: int) -> FitResult:
     """Train ``model`` in place on ``train_ids`` and keep the weights of the best validation epoch.
 
-    With no validation ids, trains for ``max_epochs`` and keeps the last weights.
+    With no validation ids, trains for ``max_epochs`` and keeps the last weights. With
+    ``settings.min_steps``, each epoch repeats the labelled set until ``max_epochs`` epochs can reach that
+    many optimiser steps, and early stopping cannot end training before them.
     """
     start = time.perf_counter()
     pl.seed_everything(seed, workers=True, verbose=False)
     classifier = Classifier(model, dataset.num_classes, settings.lr)
     train_loader = make_loader(dataset, train_ids, labels=train_labels, batch_size=settings.batch_size,
-                               shuffle_seed=seed, num_workers=settings.num_workers, augment=settings.augment)
+                               shuffle_seed=seed, num_workers=settings.num_workers, augment=settings.augment,
+                               min_batches=settings.min_batches_per_epoch)
     has_val = len(val_ids) > 0
     val_loader = (make_loader(dataset, val_ids, labels=dataset.labels[val_ids], batch_size=256,
                               num_workers=settings.num_workers) if has_val else None)
@@ -144,7 +154,7 @@ def fit(model: ActiveModel, dataset: Dataset, train_ids: np.ndarray, train_label
     try:
         with _quiet_lightning():
             trainer = pl.Trainer(
-                max_epochs=settings.max_epochs, accelerator="gpu" if use_gpu else "cpu",
+                max_epochs=settings.max_epochs, min_steps=settings.min_steps or None, accelerator="gpu" if use_gpu else "cpu",
                 devices=settings.gpus if use_gpu else 1, deterministic=True, callbacks=callbacks,
                 logger=False, enable_checkpointing=has_val, enable_progress_bar=settings.progress,
                 enable_model_summary=False, use_distributed_sampler=False, num_sanity_val_steps=0,
@@ -158,7 +168,7 @@ def fit(model: ActiveModel, dataset: Dataset, train_ids: np.ndarray, train_label
     finally:
         shutil.rmtree(checkpoints, ignore_errors=True)
     model.cpu().eval()
-    return FitResult(best_accuracy, int(trainer.current_epoch), time.perf_counter() - start)
+    return FitResult(best_accuracy, int(trainer.current_epoch), int(trainer.global_step), time.perf_counter() - start)
 
 
 def evaluate(model: ActiveModel, dataset: Dataset, ids: np.ndarray, settings: TrainSettings) -> dict[str, float]:

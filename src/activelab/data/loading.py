@@ -5,7 +5,9 @@ file-backed sources decode a batch at a time, also in worker processes.
 
 Training loaders shuffle with a seeded permutation per epoch and never yield a batch of one image: a
 lone last item is folded into the previous batch (a batch of one breaks BatchNorm in training mode, and
-dropping it would leave a labelled image untrained). With augmentation, each batch carries a seed drawn
+dropping it would leave a labelled image untrained). An epoch can be asked to hold at least
+``min_batches`` batches: the labelled set is then repeated within the epoch, each pass in a fresh
+permutation, so that 20 labelled images still give enough optimiser steps per round. With augmentation, each batch carries a seed drawn
 in the main process, so the random flips and crops are the same whatever the number of workers.
 """
 
@@ -60,12 +62,19 @@ class BatchPlan(torch.utils.data.Sampler):
     fold_singleton : bool
         Fold a last batch of one item into the previous batch (training), so no batch holds one item
         unless the whole set is one item.
+    min_batches : int
+        Repeat the items (each repetition freshly permuted) until an epoch holds at least this many
+        batches; the epoch is then a whole number of passes over the items.
     """
 
-    def __init__(self, size: int, batch_size: int, *, shuffle_seed: int | None = None, fold_singleton: bool = False):
+    def __init__(self, size: int, batch_size: int, *, shuffle_seed: int | None = None, fold_singleton: bool = False,
+                 min_batches: int = 1):
         self.size = size
         self.batch_size = batch_size
         self.fold_singleton = fold_singleton
+        self.passes = 1
+        while size and -(-self.passes * size // batch_size) < min_batches:
+            self.passes += 1
         self.generator = self.seeds = None
         if shuffle_seed is not None:
             self.generator = torch.Generator().manual_seed(shuffle_seed)
@@ -73,7 +82,8 @@ class BatchPlan(torch.utils.data.Sampler):
             self.seeds = torch.Generator().manual_seed(int(augment_seed))
 
     def _bounds(self) -> list[int]:
-        bounds = list(range(0, self.size, self.batch_size)) + [self.size]
+        total = self.passes * self.size
+        bounds = list(range(0, total, self.batch_size)) + [total]
         if self.fold_singleton and len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
             del bounds[-2]
         return bounds
@@ -83,9 +93,10 @@ class BatchPlan(torch.utils.data.Sampler):
 
     def __iter__(self) -> Iterator[tuple[list[int], int]]:
         if self.generator is None:
-            order = list(range(self.size))
+            order = list(range(self.size)) * self.passes
         else:
-            order = torch.randperm(self.size, generator=self.generator).tolist()
+            order = [item for _ in range(self.passes)
+                     for item in torch.randperm(self.size, generator=self.generator).tolist()]
         bounds = self._bounds()
         for start, stop in zip(bounds[:-1], bounds[1:]):
             seed = 0 if self.seeds is None else int(torch.randint(2**62, (1,), generator=self.seeds))
@@ -94,14 +105,16 @@ class BatchPlan(torch.utils.data.Sampler):
 
 def make_loader(dataset: Dataset, positions: np.ndarray, *, labels: np.ndarray | None = None,
                 batch_size: int = 256, shuffle_seed: int | None = None, num_workers: int = 0,
-                augment: Augment | None = None) -> DataLoader:
+                augment: Augment | None = None, min_batches: int = 1) -> DataLoader:
     """A loader over ``positions`` yielding ``images`` or ``(images, labels)`` batches.
 
     ``shuffle_seed`` (None: keep order) makes it a training loader: seeded epoch permutations, no batch
-    of one item, and ``augment`` applied to each batch with a generator seeded per batch.
+    of one item, at least ``min_batches`` batches per epoch, and ``augment`` applied to each batch with
+    a generator seeded per batch.
     """
-    if augment is not None and shuffle_seed is None:
-        raise ValueError("augmentation is for training loaders, which need a shuffle_seed")
-    plan = BatchPlan(len(positions), batch_size, shuffle_seed=shuffle_seed, fold_singleton=shuffle_seed is not None)
+    if shuffle_seed is None and (augment is not None or min_batches > 1):
+        raise ValueError("augmentation and repeated passes are for training loaders, which need a shuffle_seed")
+    plan = BatchPlan(len(positions), batch_size, shuffle_seed=shuffle_seed, fold_singleton=shuffle_seed is not None,
+                     min_batches=min_batches)
     return DataLoader(_Batches(dataset, positions, labels, augment), sampler=plan, batch_size=None,
                       num_workers=num_workers, persistent_workers=num_workers > 0)
