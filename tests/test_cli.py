@@ -30,8 +30,10 @@ def test_strategies_lists_every_registered_strategy(capsys):
 def test_datasets_lists_sources_with_presence(capsys):
     code, out, _ = run_cli(capsys, "datasets")
     assert code == 0
-    line = next(line for line in out.splitlines() if line.startswith("fashion-mnist"))
-    assert "present" in line and "10 classes" in line
+    lines = out.splitlines()
+    start = next(index for index, line in enumerate(lines) if line.startswith("fashion-mnist"))
+    entry = " ".join(lines[start:start + 3])
+    assert "present" in entry and "10 classes" in entry
     assert "digits" in out and "mnist" in out
 
 
@@ -47,7 +49,7 @@ def test_datasets_lists_sources_with_presence(capsys):
     (["run", "--pretrained", "maybe"], "expected true or false"),
     (["run", "--data-dir", "/nonexistent/folder"], "/nonexistent/folder does not hold the Fashion-MNIST files"),
     (["run", "--bogus-flag"], "unrecognized arguments: --bogus-flag"),
-    (["runs", "show", "nope"], "no run 'nope'"),
+    (["runs", "show", "nope"], "there is no results store in"),
 ])
 def test_bad_input_is_one_sentence_and_exit_2(capsys, tmp_path, argv, message):
     code, out, err = run_cli(capsys, *argv, *(SMALL if argv[0] == "run" else []), "--out", str(tmp_path / "r"))

@@ -306,7 +306,8 @@ def _select(experiment: Experiment, model: ActiveModel, round_index: int) -> dic
     scored = time.perf_counter()
     _progress(experiment, round_index, f"select {config.al_samples_per_iter} with {strategy.name}")
     rng = np.random.default_rng([config.seed, round_index, _SELECT])
-    selection = strategy(config.al_samples_per_iter, rng=rng, n_pool=pool.size, **inputs)
+    selection = strategy(config.al_samples_per_iter, rng=rng, n_pool=pool.size, **inputs,
+                         **config.strategy_options())
     done = time.perf_counter()
     scores = [float(score) if np.isfinite(score) else None for score in selection.scores]
     return {"round": round_index, "strategy": strategy.name, "ids": pool[selection.positions].tolist(),
