@@ -151,3 +151,15 @@ def test_every_strategy_starts_from_the_same_splits_and_initial_labels_for_a_see
     assert len(reference[2]) >= 2  # the holdout that active transfer learning trains its head on
     for name, parts in seen.items():
         assert parts == reference, name
+
+
+def test_balanced_initial_labels_take_the_same_number_from_every_class():
+    labels = np.repeat(np.arange(4), 50)
+    state = LabelState.create(labels, seed=3, n_val=20, n_test=20, n_holdout=0)
+    initial = state.acquire_initial_ids(10, labels, balanced=True)
+    counts = np.bincount(labels[initial], minlength=4)
+    assert sorted(counts.tolist()) == [2, 2, 3, 3] and initial.size == np.unique(initial).size
+    assert np.isin(initial, state.pool_ids).all()
+    assert np.array_equal(initial, state.acquire_initial_ids(10, labels, balanced=True))
+    with pytest.raises(BudgetExceededError, match="class-balanced"):
+        state.acquire_initial_ids(4 * 45, labels, balanced=True)

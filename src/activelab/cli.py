@@ -20,7 +20,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from activelab.config import STUDY_QUERY_STRATEGIES, RunConfig, closest, unknown_name
+from activelab.config import INITIAL_CHOICES, MONITORS, STUDY_QUERY_STRATEGIES, RunConfig, closest, unknown_name
 from activelab.errors import ConfigError, StateError, UserError
 
 DEMO = dict(data_class="fashion-mnist", model_class="cnn", n_train_images=100, al_samples_per_iter=100,
@@ -136,14 +136,20 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     _flag(parser, "model-class", metavar="NAME", default=defaults.model_class, help="cnn, resnet18 or resnet50")
     _flag(parser, "n-train-images", metavar="N", type=int, default=defaults.n_train_images,
           help="labelled images to start with")
+    _flag(parser, "initial", choices=INITIAL_CHOICES, default=defaults.initial,
+          help="initial labels drawn at random, or the same number from every class")
     _flag(parser, "al-samples-per-iter", metavar="N", type=int, default=defaults.al_samples_per_iter,
           help="images labelled per round")
     _flag(parser, "al-iter", metavar="N", type=int, default=defaults.al_iter,
           help="acquisition rounds (the model is trained N + 1 times)")
     _flag(parser, "max-epochs", metavar="N", type=int, default=defaults.max_epochs,
           help="most training epochs per round")
+    _flag(parser, "min-steps", metavar="N", type=int, default=defaults.min_steps,
+          help="fewest optimiser steps per round: a small labelled set is repeated within an epoch")
     _flag(parser, "patience", metavar="N", type=int, default=defaults.patience,
-          help="epochs without a better validation accuracy before training stops")
+          help="epochs without a better --monitor value before training stops")
+    _flag(parser, "monitor", choices=MONITORS, default=defaults.monitor,
+          help="what early stopping and the choice of the best epoch watch")
     _flag(parser, "lr", metavar="RATE", type=float, default=defaults.lr, help="learning rate of Adam")
     _flag(parser, "batch-size", metavar="N", type=int, default=defaults.batch_size, help="training batch size")
     _flag(parser, "num-workers", metavar="N", type=int, default=defaults.num_workers,

@@ -17,6 +17,11 @@ from activelab.validation import check_float, check_int
 #: The file in a run directory that holds the run's configuration.
 CONFIG_FILE = "config.json"
 
+#: How the initial labelled set is drawn: uniformly from the pool, or the same number from every class.
+INITIAL_CHOICES = ("random", "balanced")
+#: What early stopping and the choice of the best epoch may watch (see activelab.training).
+MONITORS = ("val_acc", "val_loss")
+
 #: Fields that may change between a run and its resumption: they do not change the results of the rounds
 #: already run (``al_iter`` may grow to extend a finished run by more rounds).
 RESUMABLE_CHANGES = frozenset({"num_workers", "progress", "out", "run_name", "al_iter"})
@@ -55,16 +60,23 @@ class RunConfig:
     as given; the source parses them), ``strategy_kwargs`` extra keyword options of the strategy
     (``--strategy-option``; converted to the type of the strategy's default by :meth:`strategy_options`).
     ``augment`` turns on random flips and crops of the training images.
+    Training: at most ``max_epochs`` epochs and at least ``min_steps`` optimiser steps per round (a small
+    labelled set is repeated within an epoch); early stopping with ``patience`` and the choice of the best
+    epoch watch ``monitor`` (``val_acc`` or ``val_loss``). ``initial`` is ``random`` or ``balanced`` (the same
+    number of initial labels from every class, as Gal et al. 2017 start from).
     """
 
     sampling_method: str = "margin"
     data_class: str = "fashion-mnist"
     model_class: str = "cnn"
     n_train_images: int = 100
+    initial: str = "random"
     al_samples_per_iter: int = 100
     al_iter: int = 5
     max_epochs: int = 20
+    min_steps: int = 0
     patience: int = 5
+    monitor: str = "val_acc"
     lr: float = 1e-3
     batch_size: int = 64
     num_workers: int = 0
@@ -101,6 +113,9 @@ class RunConfig:
         check_int(self.al_iter, "al_iter", minimum=0)
         check_int(self.max_epochs, "max_epochs", minimum=1)
         check_int(self.patience, "patience", minimum=1)
+        check_int(self.min_steps, "min_steps", minimum=0)
+        check_choice(self.monitor, "monitor", MONITORS)
+        check_choice(self.initial, "initial", INITIAL_CHOICES)
         check_float(self.lr, "lr", minimum=0.0, exclusive_minimum=True)
         check_int(self.batch_size, "batch_size", minimum=1)
         check_int(self.num_workers, "num_workers", minimum=0)
@@ -208,6 +223,13 @@ class RunConfig:
 
 
 # ------------------------------------------------------------------------------------------ names
+
+
+def check_choice(value: object, name: str, choices: Iterable[str]) -> str:
+    """Return ``value`` when it is one of ``choices``; ConfigError naming them otherwise."""
+    if value not in choices:
+        raise ConfigError(f"`{name}`={value!r} must be one of {', '.join(choices)}.")
+    return value
 
 
 def closest(name: str, choices: Iterable[str]) -> str | None:

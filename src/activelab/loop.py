@@ -30,6 +30,7 @@ from activelab.auxiliary import discriminator_unlabelled, transfer_wrongness
 from activelab.config import CONFIG_FILE, RunConfig
 from activelab.data.base import UNLABELLED, Dataset
 from activelab.data.sources import get_source
+from activelab.data.transforms import augment_batch
 from activelab.data.state import LabelState
 from activelab.faults import crash_point
 from activelab.errors import BudgetExceededError, ConfigError, StateError, UnlabelledDataError
@@ -98,7 +99,8 @@ def run_experiment(config: RunConfig, *, on_round: Callable[[RoundRecord], None]
         state = _load_or_create_state(config, dataset, strategy, run_dir)
         settings = TrainSettings(max_epochs=config.max_epochs, lr=config.lr, batch_size=config.batch_size,
                                  patience=config.patience, gpus=config.gpus, num_workers=config.num_workers,
-                                 progress=config.progress)
+                                 progress=config.progress, augment=augment_batch if config.augment else None,
+                                 min_steps=config.min_steps, monitor=config.monitor)
         store = Store(Path(config.out) / STORE_NAME)
         store.record_run(config.name, created=_now(), dataset=dataset.name, strategy=strategy.name,
                          model=config.model_class, seed=config.seed, run_dir=run_dir.resolve(),
@@ -164,7 +166,7 @@ def _load_or_create_state(config: RunConfig, dataset: Dataset, strategy: Strateg
         raise BudgetExceededError(
             f"the labelling budget n_train_images + al_iter * al_samples_per_iter = {budget} must be <= "
             f"the pool size {state.train_ids.size}.")
-    initial = state.acquire_initial_ids(config.n_train_images, dataset.labels)
+    initial = state.acquire_initial_ids(config.n_train_images, dataset.labels, balanced=config.initial == "balanced")
     state.add(initial, dataset.labels[initial], 0)
     state.save(path)
     crash_point("state-created")

@@ -72,6 +72,7 @@ class TrainSettings:
     progress: bool = True
     augment: Augment | None = None
     min_steps: int = 0
+    monitor: str = "val_acc"
 
     @property
     def min_batches_per_epoch(self) -> int:
@@ -117,6 +118,26 @@ class Classifier(pl.LightningModule):
         return torch.optim.Adam(self.model.parameters(), lr=self.lr)
 
 
+#: What early stopping and the choice of the best epoch may watch, and which way is better.
+MONITORS = {"val_acc": "max", "val_loss": "min"}
+
+
+class _ValidationHistory(pl.Callback):
+    """Keeps every epoch's validation accuracy and loss, to report the accuracy of the epoch kept."""
+
+    def __init__(self) -> None:
+        self.epochs: list[dict[str, float]] = []
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self.epochs.append({name: float(trainer.callback_metrics[name]) for name in MONITORS})
+
+    def accuracy_at_best(self, monitor: str) -> float:
+        """Validation accuracy of the first epoch with the best ``monitor`` value (the one checkpointed)."""
+        values = [epoch[monitor] for epoch in self.epochs]
+        best = int(np.argmax(values) if MONITORS[monitor] == "max" else np.argmin(values))
+        return self.epochs[best]["val_acc"]
+
+
 @dataclass(frozen=True)
 class FitResult:
     """What training a round produced: best validation accuracy, epochs and optimiser steps run, seconds."""
@@ -146,10 +167,12 @@ def fit(model: ActiveModel, dataset: Dataset, train_ids: np.ndarray, train_label
                               num_workers=settings.num_workers) if has_val else None)
     checkpoints = Path(tempfile.mkdtemp(prefix="activelab-ckpt-"))
     callbacks = []
+    history = _ValidationHistory()
     if has_val:
-        best = ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val_acc", mode="max",
+        mode = MONITORS[settings.monitor]
+        best = ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=settings.monitor, mode=mode,
                                save_top_k=1, save_weights_only=True, enable_version_counter=False)
-        callbacks = [EarlyStopping(monitor="val_acc", mode="max", patience=settings.patience), best]
+        callbacks = [EarlyStopping(monitor=settings.monitor, mode=mode, patience=settings.patience), best, history]
     use_gpu = settings.gpus > 0 and torch.cuda.is_available()
     try:
         with _quiet_lightning():
@@ -164,7 +187,7 @@ def fit(model: ActiveModel, dataset: Dataset, train_ids: np.ndarray, train_label
         if has_val and best.best_model_path:
             state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
             classifier.load_state_dict(state)
-            best_accuracy = float(best.best_model_score)
+            best_accuracy = history.accuracy_at_best(settings.monitor)
     finally:
         shutil.rmtree(checkpoints, ignore_errors=True)
     model.cpu().eval()

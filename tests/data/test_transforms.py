@@ -1,13 +1,14 @@
-"""Batch transforms: resize, normalisation and seeded augmentation."""
+"""Batch transforms (torchvision v2 ops): resize, normalisation and seeded augmentation."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from activelab.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, Preprocess, augment, normalise, random_crop,
-                                       random_flip, resize, to_tensor)
+from activelab.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, Preprocess, augment_batch, normalise, resize,
+                                       to_tensor)
 
 
 def batch(count=6, channels=3, height=8, width=10):
@@ -52,34 +53,79 @@ def test_preprocess_accepts_a_batch_or_images_of_different_sizes():
     assert Preprocess()(torch.ones(1, 1, 5, 5)).shape == (1, 1, 5, 5)
 
 
-def test_flip_follows_its_generator_and_leaves_global_rng_alone():
-    images = batch(count=64)
+def test_torchvision_ops_match_the_hand_written_formulas():
+    images = torch.rand(3, 3, 37, 53, generator=torch.Generator().manual_seed(0))
+    reference = torch.nn.functional.interpolate(images, size=(24, 30), mode="bilinear", align_corners=False,
+                                                antialias=True)
+    torch.testing.assert_close(resize(images, (24, 30)), reference, rtol=0, atol=1e-6)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(-1, 1, 1), torch.tensor(IMAGENET_STD).view(-1, 1, 1)
+    torch.testing.assert_close(normalise(images, IMAGENET_MEAN, IMAGENET_STD), (images - mean) / std)
+    pixels = np.random.default_rng(0).integers(0, 256, (7, 9, 3), dtype=np.uint8)
+    expected = torch.from_numpy(pixels.transpose(2, 0, 1).astype(np.float32) / 255)
+    torch.testing.assert_close(to_tensor(pixels), expected, rtol=0, atol=1e-7)
+    assert type(to_tensor(pixels)) is torch.Tensor  # a plain tensor, not a torchvision tv_tensor
+    read_only = np.asarray(Image.new("RGB", (5, 4), (255, 0, 51)))
+    torch.testing.assert_close(to_tensor(read_only)[:, 0, 0], torch.tensor([1.0, 0.0, 0.2]))
+    torch.testing.assert_close(to_tensor(Image.new("L", (5, 4), 255)), torch.ones(1, 4, 5))
+
+
+# ------------------------------------------------------------------------------------- augmentation
+
+
+def test_augment_batch_is_reproducible_from_its_seed_and_leaves_the_rest_alone():
+    images = batch(count=32, height=28, width=28)
     state = torch.random.get_rng_state()
-    first = random_flip(images, torch.Generator().manual_seed(3))
-    again = random_flip(images, torch.Generator().manual_seed(3))
-    assert torch.equal(torch.random.get_rng_state(), state)
-    assert torch.equal(first, again) and torch.equal(images, batch(count=64))  # input untouched
-    flipped = (first != images).flatten(1).any(1)
-    assert 0 < flipped.sum() < 64
-    torch.testing.assert_close(first[flipped], images[flipped].flip(-1))
-    assert torch.equal(random_flip(images, torch.Generator(), dim=-2, p=1.0), images.flip(-2))
-    assert torch.equal(random_flip(images, torch.Generator(), p=0.0), images)
+    first = augment_batch(images, torch.Generator().manual_seed(7))
+    assert torch.equal(torch.random.get_rng_state(), state)  # torch's global generator is not used
+    assert torch.equal(first, augment_batch(images, torch.Generator().manual_seed(7)))
+    assert not torch.equal(first, augment_batch(images, torch.Generator().manual_seed(8)))
+    assert torch.equal(images, batch(count=32, height=28, width=28))  # the input is not modified
 
 
-def test_random_crop_is_a_window_of_the_padded_image():
-    images = batch(count=20)
-    cropped = random_crop(images, 2, torch.Generator().manual_seed(0))
-    assert cropped.shape == images.shape
-    padded = torch.nn.functional.pad(images, (2, 2, 2, 2), mode="reflect")
-    for original, crop in zip(padded, cropped):
-        windows = [original[:, top:top + 8, left:left + 10] for top in range(5) for left in range(5)]
-        assert any(torch.equal(crop, window) for window in windows)
-    assert random_crop(images, 0, torch.Generator()) is images
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.uint8])
+def test_augment_batch_keeps_shape_and_dtype(dtype):
+    images = (batch(count=5, channels=1, height=28, width=28) % 256).to(dtype)
+    out = augment_batch(images, torch.Generator().manual_seed(0))
+    assert out.shape == images.shape and out.dtype == dtype
+    assert augment_batch(images[:0], torch.Generator()).shape == (0, 1, 28, 28)
 
 
-@pytest.mark.parametrize("options", [{}, {"vflip": True, "crop_padding": 1}])
-def test_augment_is_reproducible_from_its_seed(options):
-    images = batch(count=32)
-    first = augment(images, torch.Generator().manual_seed(7), **options)
-    assert torch.equal(first, augment(images, torch.Generator().manual_seed(7), **options))
-    assert not torch.equal(first, augment(images, torch.Generator().manual_seed(8), **options))
+def test_augment_batch_is_a_window_of_the_reflected_image_flipped_or_not():
+    images = batch(count=40, height=32, width=40)
+    out = augment_batch(images, torch.Generator().manual_seed(1))
+    padded = torch.nn.functional.pad(images, (4, 4, 4, 4), mode="reflect")
+    choices = set()
+    for original, result in zip(padded, out):
+        for flip in (False, True):
+            source = original.flip(-1) if flip else original
+            for top in range(9):
+                for left in range(9):
+                    if torch.equal(result, source[:, top:top + 32, left:left + 40]):
+                        choices.add((flip, top, left))
+    assert len({flip for flip, _, _ in choices}) == 2  # some images flipped, some not
+    assert len(choices) > 20  # the choices differ from image to image
+
+
+def test_flips_actually_flip_and_nothing_else_is_identity():
+    images = batch(count=64, height=28, width=28)
+    flipped = augment_batch(images, torch.Generator().manual_seed(3), flip_p=1.0, padding=0)
+    assert torch.equal(flipped, images.flip(-1))
+    assert torch.equal(augment_batch(images, torch.Generator().manual_seed(3), flip_p=0.0, padding=0), images)
+    some = augment_batch(images, torch.Generator().manual_seed(3), padding=0)
+    changed = (some != images).flatten(1).any(1)
+    assert 10 < changed.sum() < 54
+    assert torch.equal(some[changed], images[changed].flip(-1))
+
+
+def test_padding_is_capped_for_small_images():
+    digits = batch(count=200, channels=1, height=8, width=8)
+    out = augment_batch(digits, torch.Generator().manual_seed(0), flip_p=0.0)
+    padded = torch.nn.functional.pad(digits, (1, 1, 1, 1), mode="reflect")  # at most 8 // 8 = 1 pixel
+    for original, result in zip(padded, out):
+        assert any(torch.equal(result, original[:, top:top + 8, left:left + 8]) for top in range(3)
+                   for left in range(3))
+
+
+def test_augment_batch_needs_a_batch():
+    with pytest.raises(ValueError, match=r"\[B, C, H, W\] batch"):
+        augment_batch(torch.zeros(3, 8, 8), torch.Generator())

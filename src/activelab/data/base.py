@@ -14,6 +14,8 @@ import hashlib
 import numpy as np
 import torch
 
+from activelab.data.transforms import normalise
+
 #: Label of an item that has no label yet (only a person can give it one).
 UNLABELLED = -1
 
@@ -87,8 +89,8 @@ class ArrayDataset(Dataset):
         shape = images.shape[1:] if images.ndim == 4 else (1, *images.shape[1:])
         self.input_shape = tuple(int(size) for size in shape)
         self._scale = scale
-        self._mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-        self._std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        self._mean = tuple(float(value) for value in mean)
+        self._std = tuple(float(value) for value in std)
         self._predefined_test = predefined_test
         self._keys = keys
 
@@ -111,5 +113,4 @@ class ArrayDataset(Dataset):
         order = np.argsort(positions, kind="stable")
         rows = np.empty((positions.size, *self.input_shape), dtype=np.float32)
         rows[order] = self._images[positions[order]].reshape(positions.size, *self.input_shape)
-        batch = torch.from_numpy(rows).mul_(self._scale)
-        return (batch - self._mean) / self._std
+        return normalise(torch.from_numpy(rows).mul_(self._scale), self._mean, self._std)

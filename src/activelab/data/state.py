@@ -134,11 +134,14 @@ class LabelState:
         self.labelled_labels = np.concatenate([self.labelled_labels, labels])
         self.labelled_rounds = np.concatenate([self.labelled_rounds, np.full(ids.size, round_index, np.int64)])
 
-    def acquire_initial_ids(self, n: int, labels: np.ndarray | None = None) -> np.ndarray:
+    def acquire_initial_ids(self, n: int, labels: np.ndarray | None = None, *, balanced: bool = False) -> np.ndarray:
         """The ``n`` seeded-random pool ids that form round 0's training set (label them with :meth:`add`).
 
         With the dataset's ``labels``, only pool items that already have a label are drawn, so a partly
-        labelled dataset can start; the unlabelled ones wait for a person.
+        labelled dataset can start; the unlabelled ones wait for a person. ``balanced`` (which needs
+        ``labels``) draws ``n // C`` items from each of the C classes present in the pool and the remaining
+        ``n % C`` from as many classes chosen at random, the usual start in the literature (Gal et al. 2017
+        start from 2 labels per class).
         """
         pool = self.pool_ids
         if labels is not None:
@@ -146,7 +149,20 @@ class LabelState:
         if n > pool.size:
             raise BudgetExceededError(f"`n_train_images`={n} must be <= the {pool.size} labelled items in the pool.")
         rng = np.random.default_rng([self.seed, _SPLIT_STREAM, 1])
-        return np.sort(rng.choice(pool, size=n, replace=False))
+        if not balanced:
+            return np.sort(rng.choice(pool, size=n, replace=False))
+        if labels is None:
+            raise ConfigError("a class-balanced initial set needs the dataset's labels.")
+        pool_labels = np.asarray(labels)[pool]
+        classes = np.unique(pool_labels)
+        quota = np.full(classes.size, n // classes.size)
+        quota[rng.choice(classes.size, size=n % classes.size, replace=False)] += 1
+        short = [int(c) for c, q in zip(classes, quota) if (pool_labels == c).sum() < q]
+        if short:
+            raise BudgetExceededError(f"a class-balanced initial set of {n} needs more pool items of class {short[0]} "
+                                      "than there are; lower --n-train-images or use --initial random.")
+        chosen = [rng.choice(pool[pool_labels == c], size=q, replace=False) for c, q in zip(classes, quota)]
+        return np.sort(np.concatenate(chosen))
 
     def record_human_labels(self, ids: np.ndarray, labels: np.ndarray) -> None:
         """Append labels a person gave for unlabelled pool ``ids``; a later label for an id replaces an earlier one.

@@ -1,10 +1,13 @@
-"""Image transforms shared by the sources, operating on whole batches of tensors.
+"""Image transforms shared by the sources, on whole batches of tensors, built on torchvision's v2 functional ops.
 
 Deterministic preprocessing (:class:`Preprocess`: resize, then per-channel normalisation) is what a
 dataset's ``load`` applies, so a position always gives the same tensor. Training augmentation
-(:func:`random_flip`, :func:`random_crop`, :func:`augment`) is separate and draws every random choice
-from an explicit :class:`torch.Generator`, never from torch's global generator, so a run is
-reproducible from its seed and a scoring pass is never perturbed.
+(:func:`augment_batch`: random flips and padded crops) is separate and draws every random choice from
+an explicit :class:`torch.Generator`, never from torch's global generator, so a run is reproducible
+from its seed and a scoring pass is never perturbed.
+
+torchvision is imported inside the functions: importing it takes about a second, which commands that
+list sources or runs without decoding an image should not pay.
 
 References
 ----------
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from PIL import Image
 
 #: Per-channel mean and standard deviation of ImageNet (RGB, pixels in [0, 1]); pretrained models expect them.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -30,10 +33,13 @@ IMAGENET_GREY_MEAN = (0.449,)
 IMAGENET_GREY_STD = (0.226,)
 
 
-def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """An ``[H, W]`` or ``[H, W, C]`` uint8 image as a float32 ``[C, H, W]`` tensor in [0, 1]."""
-    array = image[:, :, None] if image.ndim == 2 else image
-    return torch.from_numpy(np.array(array.transpose(2, 0, 1), dtype=np.float32)).div_(255)
+def to_tensor(image: np.ndarray | Image.Image) -> torch.Tensor:
+    """An ``[H, W]`` or ``[H, W, C]`` uint8 array (or a PIL image) as a float32 ``[C, H, W]`` tensor in [0, 1]."""
+    from torchvision.transforms.v2 import functional as TF
+
+    if isinstance(image, np.ndarray) and not image.flags.writeable:
+        image = image.copy()  # torch cannot wrap a read-only array
+    return TF.to_dtype(TF.to_image(image), torch.float32, scale=True).as_subclass(torch.Tensor)
 
 
 def resize(batch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -42,16 +48,17 @@ def resize(batch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     Antialiasing makes downscaling match PIL's resampling rather than skipping pixels; a batch already
     of that size is returned unchanged.
     """
-    if tuple(batch.shape[-2:]) == tuple(size):
-        return batch
-    return F.interpolate(batch, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    return TF.resize(batch, list(size), interpolation=InterpolationMode.BILINEAR, antialias=True)
 
 
 def normalise(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """``(batch - mean) / std`` per channel of a ``[B, C, H, W]`` batch (one value broadcasts to all channels)."""
-    mean_t = torch.as_tensor(mean, dtype=batch.dtype).view(-1, 1, 1)
-    std_t = torch.as_tensor(std, dtype=batch.dtype).view(-1, 1, 1)
-    return (batch - mean_t) / std_t
+    """``(batch - mean) / std`` per channel of a float ``[B, C, H, W]`` batch (one value broadcasts to all channels)."""
+    from torchvision.transforms.v2 import functional as TF
+
+    return TF.normalize(batch, [float(value) for value in mean], [float(value) for value in std])
 
 
 @dataclass(frozen=True)
@@ -83,42 +90,46 @@ class Preprocess:
         return normalise(batch, self.mean, self.std)
 
 
-def random_flip(batch: torch.Tensor, generator: torch.Generator, *, dim: int = -1, p: float = 0.5) -> torch.Tensor:
-    """Flip each image of ``batch`` along ``dim`` (-1 horizontal, -2 vertical) with probability ``p``."""
-    flip = torch.rand(batch.shape[0], generator=generator) < p
-    out = batch.clone()
-    out[flip] = batch[flip].flip(dim)
-    return out
+def augment_batch(images: torch.Tensor, generator: torch.Generator, *, flip_p: float = 0.5,
+                  padding: int = 4) -> torch.Tensor:
+    """Training augmentation: a random left-right flip and a random padded crop, chosen per image.
 
-
-def random_crop(batch: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Pad each image by ``padding`` pixels (reflecting the border) and cut it back at a random offset."""
-    if padding <= 0:
-        return batch
-    height, width = batch.shape[-2:]
-    padded = F.pad(batch, (padding,) * 4, mode="reflect")
-    offsets = torch.randint(0, 2 * padding + 1, (batch.shape[0], 2), generator=generator).tolist()
-    return torch.stack([padded[i, :, top:top + height, left:left + width] for i, (top, left) in enumerate(offsets)])
-
-
-def augment(batch: torch.Tensor, generator: torch.Generator, *, hflip: bool = True, vflip: bool = False,
-            crop_padding: int = 0) -> torch.Tensor:
-    """Training augmentation: random horizontal/vertical flips and a random padded crop.
+    Each image is flipped left-right with probability ``flip_p``, then padded by ``padding`` pixels on
+    every side (reflecting the border, so a black background stays black) and cut back to its size at
+    a random offset, i.e. shifted by up to ``padding`` pixels each way. The padding is capped at an
+    eighth of the shorter side (4 for 32x32 and larger, 3 for 28x28, 1 for 8x8), so small images are not
+    cut up. Every random choice is drawn from ``generator``: the same generator state gives the same
+    output, and torch's global generator is left alone.
 
     Parameters
     ----------
-    batch : torch.Tensor
-        ``[B, C, H, W]`` float batch (already preprocessed; the input is not modified).
+    images : torch.Tensor
+        ``[B, C, H, W]`` batch of any dtype and device (not modified).
     generator : torch.Generator
-        The only source of randomness: the same generator state gives the same output.
-    hflip, vflip : bool
-        Flip left-right / up-down, each with probability 1/2 (satellite patches such as DroughtWatch
-        have no "up", so both flips suit them; photos usually only ``hflip``).
-    crop_padding : int
-        Pixels of reflected padding for the random crop (0: no crop).
+        A CPU generator, the only source of randomness.
+    flip_p : float
+        Probability of flipping each image.
+    padding : int
+        Largest shift in pixels (0: no crop).
+
+    Returns
+    -------
+    torch.Tensor
+        A new batch of the same shape, dtype and device.
     """
-    if hflip:
-        batch = random_flip(batch, generator, dim=-1)
-    if vflip:
-        batch = random_flip(batch, generator, dim=-2)
-    return random_crop(batch, crop_padding, generator)
+    from torchvision.transforms.v2 import functional as TF
+
+    if images.ndim != 4:
+        raise ValueError(f"augment_batch expects a [B, C, H, W] batch, not a tensor of shape {tuple(images.shape)}")
+    count, _, height, width = images.shape
+    pad = max(0, min(padding, min(height, width) // 8))
+    flips = (torch.rand(count, generator=generator) < flip_p).tolist()
+    offsets = torch.randint(0, 2 * pad + 1, (count, 2), generator=generator).tolist()
+    if count == 0:
+        return images.clone()
+    padded = TF.pad(images, [pad], padding_mode="reflect") if pad else images
+    out = []
+    for image, flip, (top, left) in zip(padded, flips, offsets):
+        image = TF.crop(image, top, left, height, width)
+        out.append(TF.horizontal_flip(image) if flip else image)
+    return torch.stack(out)

@@ -23,13 +23,15 @@ class Source:
 
     ``load(data_dir, **options)`` builds the :class:`Dataset`; ``locate(data_dir)`` returns the folder
     holding its files or None; ``options`` names the keyword options it accepts (``binary``, ``bands``...).
+    ``classes`` is the number of classes, or None for the sources of your own data (image-folder,
+    image-csv, arrays), whose classes are read from the data.
     """
 
     name: str
     description: str
     load: Callable[..., Dataset]
     locate: Callable[[Path | None], Path | None]
-    classes: int
+    classes: int | None
     size: str
     options: tuple[str, ...] = field(default=())
 

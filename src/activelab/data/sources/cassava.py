@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from activelab.data.base import Dataset
+from activelab.data.images import ImageFileDataset, image_preprocess
+from activelab.data.options import check_options, size_option
 from activelab.data.sources import Source, data_roots, register_source
-from activelab.data.sources.generic import (ImageFileDataset, check_options, image_preprocess, read_image_table,
-                                            size_option)
+from activelab.data.tables import read_image_table
 from activelab.errors import DatasetNotFoundError
 
 #: Names from the competition's ``label_num_to_disease_map.json``.

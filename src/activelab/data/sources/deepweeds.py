@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 
 from activelab.data.base import Dataset
+from activelab.data.images import ImageFileDataset, image_preprocess
+from activelab.data.options import check_options, size_option
 from activelab.data.sources import Source, data_roots, register_source
-from activelab.data.sources.generic import (ImageFileDataset, cell, check_options, image_preprocess, read_csv,
-                                            read_image_table, size_option)
+from activelab.data.tables import cell, read_csv, read_image_table
 from activelab.errors import DataError, DatasetNotFoundError
 
 CLASS_NAMES = ("Chinee apple", "Lantana", "Parkinsonia", "Parthenium", "Prickly acacia", "Rubber vine",

@@ -40,8 +40,9 @@ import numpy as np
 import torch
 
 from activelab.data.base import Dataset
+from activelab.data.hdf5 import LazyHDF5, read_rows
+from activelab.data.options import check_options, flag_option, names_option
 from activelab.data.sources import Source, cache_root, data_roots, register_source
-from activelab.data.sources.generic import LazyHDF5, check_options, flag_option, names_option, read_rows
 from activelab.data.tfrecord import read_examples
 from activelab.data.transforms import normalise
 from activelab.errors import ConfigError, DataError, DatasetNotFoundError

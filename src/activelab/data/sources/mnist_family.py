@@ -2,8 +2,8 @@
 
 Files are looked for in ``--data-dir``, then in ``$ACTIVELAB_DATA/<name>``, ``~/.cache/activelab/<name>``
 and ``/usr/share/datasets/<name>`` (Debian's ``dataset-fashion-mnist`` package installs there). When
-they are nowhere and ``download`` is allowed, the official files are fetched into the cache and their
-MD5 checked; offline, the error says where to put them.
+they are nowhere and ``download_missing`` is allowed, the official files are fetched into the cache with
+torchvision's download helpers and their MD5 checked; offline, the error says where to put them.
 
 The official test split (10,000 images) is exposed as :attr:`Dataset.predefined_test`, and ids
 0..59,999 are the training images, 60,000..69,999 the test images.
@@ -11,10 +11,13 @@ The official test split (10,000 images) is exposed as :attr:`Dataset.predefined_
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import logging
 import os
-import urllib.request
+import shutil
+import socket
+import urllib.error
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,12 +25,14 @@ import numpy as np
 
 from activelab.data.base import ArrayDataset, Dataset
 from activelab.data.idx import read_idx
+from activelab.data.options import flag_option
 from activelab.data.sources import Source, cache_root, data_roots, register_source
 from activelab.errors import DataError, DatasetNotFoundError
 
 log = logging.getLogger(__name__)
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+_TIMEOUT = 60  # seconds without an answer before a mirror counts as unreachable
 
 
 @dataclass(frozen=True)
@@ -82,56 +87,100 @@ def locate(spec: IdxDatasetSpec, data_dir: Path | None) -> Path | None:
 
 
 def download(spec: IdxDatasetSpec, target: Path | None = None) -> Path:
-    """Fetch the four official files into ``target`` (default: the cache), checking their MD5."""
+    """Fetch the four official files into ``target`` (default: the cache) and check their MD5.
+
+    Uses torchvision's download helpers. A file already in ``target`` with the right MD5 is kept. Each
+    download goes to a temporary folder inside ``target`` and is moved into place only once its MD5
+    matches, so an interrupted or damaged download never looks like a dataset; the mirrors in
+    ``spec.urls`` are tried in order.
+
+    Raises
+    ------
+    DatasetNotFoundError
+        When a file cannot be fetched from any mirror, or every mirror sends a file with the wrong MD5.
+    """
+    from torchvision.datasets.utils import check_integrity
+
     target = Path(target) if target is not None else cache_root() / spec.name
-    target.mkdir(parents=True, exist_ok=True)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DatasetNotFoundError(f"{spec.title} is not on this machine and cannot be downloaded into {target} "
+                                   f"({error.strerror}); set ACTIVELAB_CACHE to a folder you can write to, or put "
+                                   f"{', '.join(f + '.gz' for f in FILES)} in {spec.name}/ inside the folder named "
+                                   "by ACTIVELAB_DATA.") from None
     for filename, md5 in spec.md5.items():
-        destination = target / filename
-        if destination.is_file():
+        if check_integrity(target / filename, md5):
             continue
-        errors = []
+        problems = []
         for base in spec.urls:
-            try:
-                _fetch(base + filename, destination, md5)
+            problem = _fetch(base + filename, target / filename, md5)
+            if problem is None:
                 break
-            except (OSError, ValueError) as error:
-                errors.append(f"{base}: {error}")
+            problems.append(problem)
         else:
-            raise DatasetNotFoundError(
-                f"{spec.title} is not on this machine and could not be downloaded ({'; '.join(errors)}); put "
-                f"{', '.join(f + '.gz' for f in FILES)} in {target} or pass --data-dir.")
+            raise DatasetNotFoundError(f"{spec.title} is not on this machine and could not be downloaded "
+                                       f"({'; '.join(problems)}); {_where_to_put(spec, str(target))}.")
     return target
 
 
-def _fetch(url: str, destination: Path, md5: str) -> None:
+def _fetch(url: str, destination: Path, md5: str) -> str | None:
+    """Download ``url`` to ``destination`` if its MD5 is ``md5``; None on success, else what went wrong."""
+    from torchvision.datasets.utils import calculate_md5, download_url
+
     log.info("downloading %s", url)
-    partial = destination.with_name(destination.name + ".partial")
-    digest = hashlib.md5()
+    staging = destination.with_name(f".{destination.name}.partial{os.getpid()}")
     try:
-        with urllib.request.urlopen(url, timeout=30) as response, open(partial, "wb") as sink:
-            while chunk := response.read(1 << 20):
-                digest.update(chunk)
-                sink.write(chunk)
-            sink.flush()
-            os.fsync(sink.fileno())
-        if digest.hexdigest() != md5:
-            raise ValueError(f"MD5 mismatch for {url}")
-        os.replace(partial, destination)
+        with _socket_timeout(_TIMEOUT):
+            download_url(url, staging, destination.name)
+        actual = calculate_md5(staging / destination.name)
+        if actual != md5:
+            return f"{url} sent a file whose MD5 is {actual}, not {md5}"
+        os.replace(staging / destination.name, destination)
+        return None
+    except urllib.error.HTTPError as error:
+        return f"{url} answered HTTP {error.code} {error.reason}"
+    except urllib.error.URLError as error:
+        return f"{url} could not be reached ({error.reason})"
+    except (OSError, ValueError, RuntimeError) as error:
+        return f"{url} failed ({error})"
     finally:
-        partial.unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
 
 
-def load(spec: IdxDatasetSpec, data_dir: Path | None = None, *, download_missing: bool = True) -> Dataset:
-    """Build the 70,000-image dataset (train then test) from local files, downloading if allowed."""
+@contextlib.contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    """Give sockets opened meanwhile a timeout (torchvision's download sets none), unless one is set already."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds if previous is None else previous)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _where_to_put(spec: IdxDatasetSpec, folders: str) -> str:
+    """Where a user can put the files by hand, true for both ``activelab run`` and ``activelab fetch``."""
+    return (f"put {', '.join(f + '.gz' for f in FILES)} in {folders} (or in {spec.name}/ inside the folder "
+            "named by the environment variable ACTIVELAB_DATA) and run the command again")
+
+
+def load(spec: IdxDatasetSpec, data_dir: Path | None = None, *, download_missing: bool | str = True) -> Dataset:
+    """Build the 70,000-image dataset (train then test) from local files, downloading if allowed.
+
+    ``download_missing`` may come from the command line as text (``--source-option download_missing=false``).
+    """
+    download_missing = flag_option("download_missing", download_missing)
     folder = locate(spec, data_dir)
     if folder is None:
         if data_dir is not None:
-            raise DatasetNotFoundError(
-                f"{data_dir} does not hold the {spec.title} files {', '.join(f + '.gz' for f in FILES)}.")
+            raise DatasetNotFoundError(f"{data_dir} does not hold the {spec.title} files "
+                                       f"{', '.join(f + '.gz' for f in FILES)}; put them there or point --data-dir "
+                                       "at the folder that holds them.")
         if not download_missing:
             searched = ", ".join(str(root / spec.name) for root in data_roots())
-            raise DatasetNotFoundError(f"{spec.title} was not found in {searched}; put its idx files there "
-                                       "or pass --data-dir.")
+            raise DatasetNotFoundError(f"{spec.title} was not found in {searched}; "
+                                       f"{_where_to_put(spec, 'one of those folders')}.")
         folder = download(spec)
     cache = cache_root() / "idx"
     arrays = [read_idx(_file_in(folder, stem), cache) for stem in FILES]

@@ -1,4 +1,4 @@
-"""The user's own images: image-folder, image-csv and arrays (.npz and HDF5)."""
+"""The user's own images: image-folder, image-csv and arrays (.npz and HDF5), and the option checks they share."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from PIL import Image
 
 from activelab.data.base import UNLABELLED
 from activelab.data.loading import make_loader
+from activelab.data.options import flag_option, given_path, names_option, size_option
 from activelab.data.sources import get_source, sources
 from activelab.errors import ConfigError, DataError, DatasetNotFoundError
 
@@ -29,10 +30,11 @@ def test_all_sources_are_registered_with_their_options():
     assert {"droughtwatch", "deepweeds", "cassava", "image-folder", "image-csv", "arrays"} <= set(registered)
     assert registered["droughtwatch"].options == ("binary", "rgb", "bands")
     assert registered["droughtwatch"].classes == 4 and registered["deepweeds"].classes == 9
+    assert [registered[name].classes for name in ("image-folder", "image-csv", "arrays")] == [None] * 3
 
 
 @pytest.mark.parametrize("name", ["image-folder", "image-csv", "arrays"])
-def test_generic_sources_need_a_data_dir(name, tmp_path):
+def test_your_own_data_sources_need_a_data_dir(name, tmp_path):
     source = get_source(name)
     assert source.locate(None) is None and source.locate(tmp_path / "absent") is None
     with pytest.raises(ConfigError, match=rf"the {name} source needs --data-dir"):
@@ -41,6 +43,22 @@ def test_generic_sources_need_a_data_dir(name, tmp_path):
         source.load(data_dir=tmp_path / "absent")
     with pytest.raises(ConfigError, match=rf"the {name} source has no option 'bands'"):
         source.load(data_dir=tmp_path, bands="B1")
+
+
+# ----------------------------------------------------------------------------------- options
+
+
+def test_option_values_are_parsed_or_rejected_in_one_sentence(tmp_path):
+    assert flag_option("rgb", "Yes") is True and flag_option("rgb", 0) is False and flag_option("rgb", np.bool_(1))
+    assert size_option(224) == (224, 224) and size_option("240x320") == (240, 320) and size_option(None) is None
+    assert size_option((32, 48)) == (32, 48)
+    assert names_option("bands", " B2, B8") == ("B2", "B8") and names_option("classes", ["a", "b"]) == ("a", "b")
+    assert given_path(None) is None and given_path(tmp_path / "absent") is None and given_path(tmp_path) == tmp_path
+    for check, value in ((flag_option, "maybe"), (names_option, ["a", 3]), (names_option, "a,,b")):
+        with pytest.raises(ConfigError, match=r"^option x=.*\.$"):
+            check("x", value)
+    with pytest.raises(ConfigError, match=r"option size=\(0, 5\) must be a positive height,width"):
+        size_option((0, 5))
 
 
 # ------------------------------------------------------------------------------ image-folder
