@@ -225,6 +225,8 @@ def build_parser() -> _Parser:
     label.add_argument("run_dir", metavar="RUN_DIR", help="the run directory")
     label.add_argument("--labels", metavar="FILE", required=True,
                        help="CSV with columns id,label (class name or index)")
+    label.add_argument("--annotator", metavar="NAME", default=None,
+                       help="who gave the labels, kept in the run's history (default: your user name)")
     fetch = _subcommand(parser, commands, "fetch", "make sure a downloadable dataset is on this machine")
     fetch.add_argument("dataset", choices=["fashion-mnist", "mnist"], help="the dataset")
     return parser
@@ -314,22 +316,28 @@ def print_round(record) -> None:
                      seconds=f"{seconds:.1f}"), flush=True)
 
 
-def _run(config: RunConfig) -> None:
-    """Run ``config``: the title and table header once inputs are checked, then a row per round."""
-    from activelab.loop import run_experiment
+def _run(config: RunConfig) -> str | None:
+    """Run ``config``: the title and table header once inputs are checked, then a row per round.
+
+    Returns the sentence saying how to continue when the run stopped to wait for a person's labels.
+    """
+    from activelab.loop import run_experiment, waiting_for_labels
 
     def on_start() -> None:
         print(f"run {config.name}: {config.sampling_method} on {config.data_class} with "
               f"{config.model_class}, seed {config.seed}", flush=True)
         print_header()
 
-    run_experiment(config, on_round=print_round, on_start=on_start)
+    state = run_experiment(config, on_round=print_round, on_start=on_start)
+    return waiting_for_labels(state, config.run_dir)
 
 
 def command_run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    _run(config)
+    waiting = _run(config)
     print(f"results: {config.run_dir} (store: {Path(config.out) / STORE_NAME})")
+    if waiting:
+        print(waiting)
     return 0
 
 
@@ -473,8 +481,7 @@ def _pending(run: dict, out: str) -> tuple[list[dict], str | None]:
         from activelab.data.base import UNLABELLED
 
         keys = [dataset.key(item) for item in ids]
-        given = state.human_label_of(ids).tolist()
-        needs = [bool(dataset.labels[item] == UNLABELLED and label == UNLABELLED) for item, label in zip(ids, given)]
+        needs = [bool(dataset.labels[item] == UNLABELLED) for item in ids]
     rows = [{"run_id": run["run_id"], "round": state.pending.get("round"), "strategy": state.pending.get("strategy"),
              "rank": rank, "id": item, "key": key, "score": score, "needs_label": need, "label": ""}
             for rank, (item, key, score, need) in enumerate(zip(ids, keys, scores, needs))]
@@ -631,7 +638,7 @@ def command_export(args: argparse.Namespace) -> int:
 def command_label(args: argparse.Namespace) -> int:
     from activelab.labelling import import_labels
 
-    count = import_labels(Path(args.run_dir), Path(args.labels))
+    count = import_labels(Path(args.run_dir), Path(args.labels), annotator=args.annotator)
     print(f"recorded {count} label(s) in {Path(args.run_dir) / 'state.json'}; continue with "
           f"`activelab run --resume {args.run_dir}`")
     return 0

@@ -108,7 +108,7 @@ class RunConfig:
         ``strategy_kwargs`` converted as :meth:`strategy_options` does, so a run started from the command
         line (strings) and one started from Python (numbers) save the same configuration.
         """
-        check_int(self.n_train_images, "n_train_images", minimum=1)
+        check_int(self.n_train_images, "n_train_images", minimum=0)
         check_int(self.al_samples_per_iter, "al_samples_per_iter", minimum=1)
         check_int(self.al_iter, "al_iter", minimum=0)
         check_int(self.max_epochs, "max_epochs", minimum=1)

@@ -45,7 +45,3 @@ class BudgetExceededError(ConfigError):
 
 class StateError(UserError):
     """A run directory or state file is corrupt, foreign, locked or of an unknown format."""
-
-
-class UnlabelledDataError(UserError):
-    """The oracle was asked for labels that the dataset does not have (only a person can give them)."""

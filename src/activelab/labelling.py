@@ -9,16 +9,14 @@ the labels to the run's ledger at once, under the run's lock, before anything el
 from __future__ import annotations
 
 import csv
+import getpass
 from pathlib import Path
 
 import numpy as np
 
-from activelab.config import RunConfig
 from activelab.data.base import UNLABELLED, Dataset
-from activelab.data.sources import get_source
-from activelab.data.state import LabelState
 from activelab.errors import DataError, StateError
-from activelab.runlock import RunLock
+from activelab.run import Run
 
 
 def read_label_file(path: Path, dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -48,25 +46,19 @@ def read_label_file(path: Path, dataset: Dataset) -> tuple[np.ndarray, np.ndarra
     return np.array(ids, dtype=np.int64), np.array(labels, dtype=np.int64)
 
 
-def import_labels(run_dir: Path, label_file: Path) -> int:
-    """Append the labels in ``label_file`` to the ledger of the run in ``run_dir``; return how many.
+def import_labels(run_dir: Path, label_file: Path, *, annotator: str | None = None) -> int:
+    """Teach the labels in ``label_file`` to the run in ``run_dir``; return how many.
 
     Only items the dataset has no label for may be labelled here; the whole file is checked before the
-    ledger is written, so a bad row changes nothing.
+    ledger is written, so a bad row changes nothing. ``annotator`` (default: the user's login name) is
+    kept with the labels in the run's history.
     """
-    config = RunConfig.load_saved(run_dir)
-    dataset = get_source(config.data_class).load(Path(config.data_dir) if config.data_dir else None,
-                                                 **config.source_options())
-    ids, labels = read_label_file(label_file, dataset)
-    with RunLock(run_dir):
-        state = LabelState.load(Path(run_dir) / "state.json")
-        if state.dataset_fingerprint != dataset.fingerprint():
-            raise StateError(f"{run_dir} was made from different data than {dataset.name} has now.")
-        known = ids[(ids >= 0) & (ids < len(dataset))]
-        already = known[dataset.labels[known] != UNLABELLED]
-        if already.size:
-            raise StateError(f"id {int(already[0])} already has a label in the dataset; only unlabelled items "
-                             "take labels from a person.")
-        state.record_human_labels(ids, labels)
-        state.save(Path(run_dir) / "state.json")
+    run = Run.open(run_dir, progress=False)
+    ids, labels = read_label_file(label_file, run.dataset)
+    known = ids[(ids >= 0) & (ids < len(run.dataset))]
+    already = known[run.dataset.labels[known] != UNLABELLED]
+    if already.size:
+        raise StateError(f"id {int(already[0])} already has a label in the dataset; only unlabelled items "
+                         "take labels from a person.")
+    run.teach(ids, labels, annotator=annotator or getpass.getuser())
     return int(ids.size)

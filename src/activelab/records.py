@@ -16,13 +16,16 @@ class RoundRecord:
 
     ``val_accuracy`` is the best validation accuracy (early stopping), ``epochs`` and ``steps`` the epochs
     and optimiser steps trained, ``test_accuracy`` and
-    ``test_macro_f1`` are measured on the test split (None without one). ``acquired`` turns True once the
-    round's selection is labelled; ``selection_scores`` then holds the score of each acquired item in
-    priority order (None where a strategy has no score). Times are in seconds.
+    ``test_macro_f1`` are measured on the test split (None without one). ``labels_digest`` identifies the
+    labelled set the model was trained on. ``acquired`` turns True once nothing of the round's selection
+    is pending any more; ``selection_ids`` / ``selection_scores`` list the selected items that were
+    taught, in teaching order, with the score that selected each (None where a strategy has no score).
+    Times are in seconds.
     """
 
     round: int
     n_labelled: int
+    labels_digest: str = ""
     val_accuracy: float | None = None
     epochs: int | None = None
     steps: int | None = None
@@ -33,6 +36,7 @@ class RoundRecord:
     seconds_score: float | None = None
     seconds_select: float | None = None
     acquired: bool = False
+    selection_ids: list[int] = field(default_factory=list)
     selection_scores: list[float | None] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -44,6 +48,11 @@ class RoundRecord:
         """Rebuild from :meth:`to_dict` (fields missing from older ledgers keep their defaults)."""
         names = {item.name for item in dataclasses.fields(cls)}
         return cls(**{key: value for key, value in payload.items() if key in names})
+
+    @property
+    def evaluated(self) -> bool:
+        """Whether the round's model was evaluated (with or without a test split)."""
+        return self.seconds_evaluate is not None
 
     @property
     def seconds(self) -> float:

@@ -10,14 +10,16 @@ The splits are drawn once from the run's seed and never change:
   from the same test, validation, pool and initial labels (paired comparisons);
 * **pool** ids are the only candidates for selection; the labelled set grows out of the pool.
 
-Each labelled id records its label and the round it was acquired in. Labels given by a person (for items
-the dataset has no label for) are appended to their own ledger, ``human_ids`` / ``human_labels``, the
-moment they arrive, before the run uses them. The ledger is saved as JSON with a format version and a
-SHA-256 checksum, atomically, after every change.
+Each labelled id records its label and the round it was acquired in. Every change to the labels is an
+operation with a history entry (``events``: when, what, which ids, which labels, by whom): *teach* labels
+pool items, *skip* sends pending items back to the pool for the rest of the round, *relabel* corrects a
+label, *remove* returns a labelled item to the pool. The ledger is saved as JSON with a format version and
+a SHA-256 checksum, atomically, after every change.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -31,7 +33,7 @@ from activelab.io import atomic_write_json
 from activelab.records import RoundRecord
 
 FORMAT = "activelab.label-state"
-VERSION = 1
+VERSION = 2
 _SPLIT_STREAM = 0
 #: Default holdout size: at most this many items, and at most a tenth of the labelled items left over.
 DEFAULT_HOLDOUT = 1000
@@ -42,6 +44,8 @@ class LabelState:
     """The ledger; create it with :meth:`create`, persist it with :meth:`save` / :meth:`load`.
 
     All id arrays are sorted int64 except ``labelled_ids``, which keeps acquisition order.
+    ``skipped_ids`` / ``skipped_rounds`` hold the items a person skipped and the round they were skipped
+    in; ``pending`` is the selection waiting for labels (a dict with ``round``, ``ids``, ``scores``...).
     """
 
     dataset_fingerprint: str
@@ -53,10 +57,11 @@ class LabelState:
     labelled_ids: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     labelled_labels: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     labelled_rounds: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
-    human_ids: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
-    human_labels: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    skipped_ids: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    skipped_rounds: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     rounds: list[RoundRecord] = field(default_factory=list)
     pending: dict | None = None
+    events: list[dict] = field(default_factory=list)
 
     @classmethod
     def create(cls, labels: np.ndarray, *, seed: int, dataset_fingerprint: str = "",
@@ -112,18 +117,23 @@ class LabelState:
         """The round the run continues with (one past the last round that has metrics)."""
         return len(self.rounds)
 
+    def skipped_in(self, round_index: int) -> np.ndarray:
+        """Ids skipped during round ``round_index`` (they are not offered again in that round)."""
+        return self.skipped_ids[self.skipped_rounds == round_index]
+
+    def labels_digest(self) -> str:
+        """A digest of the labelled set (ids and labels): a model trained on another digest is stale."""
+        order = np.argsort(self.labelled_ids, kind="stable")
+        pairs = np.stack([self.labelled_ids[order], self.labelled_labels[order]])
+        return hashlib.sha256(pairs.astype(np.int64).tobytes()).hexdigest()[:16]
+
     # ------------------------------------------------------------------ changes
-    def add(self, ids: np.ndarray, labels: np.ndarray, round_index: int) -> None:
-        """Record ``labels`` for pool ``ids`` acquired in ``round_index``.
+    def add(self, ids: np.ndarray, labels: np.ndarray, round_index: int, *, annotator: str | None = None) -> None:
+        """Teach ``labels`` for pool ``ids`` acquired in ``round_index`` (pending items among them stop pending).
 
         Raises ConfigError when an id is not in the pool, already labelled, repeated, or a label is missing.
         """
-        ids = np.asarray(ids, dtype=np.int64)
-        labels = np.asarray(labels, dtype=np.int64)
-        if ids.shape != labels.shape or ids.ndim != 1:
-            raise ConfigError(f"got {ids.size} ids but {labels.size} labels.")
-        if np.unique(ids).size != ids.size:
-            raise ConfigError("the same id appears twice in one batch of labels.")
+        ids, labels = _ids_and_labels(ids, labels)
         not_in_pool = ids[~np.isin(ids, self.pool_ids)]
         if not_in_pool.size:
             raise ConfigError(f"id {int(not_in_pool[0])} is not in the unlabelled pool "
@@ -133,6 +143,69 @@ class LabelState:
         self.labelled_ids = np.concatenate([self.labelled_ids, ids])
         self.labelled_labels = np.concatenate([self.labelled_labels, labels])
         self.labelled_rounds = np.concatenate([self.labelled_rounds, np.full(ids.size, round_index, np.int64)])
+        self._settle_pending(ids)
+        self._event("teach", round_index, ids, labels, annotator)
+
+    def skip(self, ids: np.ndarray, round_index: int, *, annotator: str | None = None) -> None:
+        """Send pending ``ids`` back to the pool; they are not offered again in round ``round_index``."""
+        ids = _unique_ids(ids)
+        pending = np.asarray(self.pending["ids"] if self.pending else [], dtype=np.int64)
+        not_pending = ids[~np.isin(ids, pending)]
+        if not_pending.size:
+            raise ConfigError(f"id {int(not_pending[0])} is not in the pending selection, so it cannot be skipped.")
+        self.skipped_ids = np.concatenate([self.skipped_ids, ids])
+        self.skipped_rounds = np.concatenate([self.skipped_rounds, np.full(ids.size, round_index, np.int64)])
+        self._settle_pending(ids)
+        self._event("skip", round_index, ids, None, annotator)
+
+    def relabel(self, ids: np.ndarray, labels: np.ndarray, round_index: int, *, annotator: str | None = None) -> None:
+        """Correct the labels of labelled ``ids`` (a person's mistake); the history keeps the old ones."""
+        ids, labels = _ids_and_labels(ids, labels)
+        positions = self._labelled_positions(ids, "relabelled")
+        if (labels == UNLABELLED).any():
+            raise ConfigError(f"id {int(ids[labels == UNLABELLED][0])} was given no label.")
+        previous = self.labelled_labels[positions].copy()
+        self.labelled_labels = self.labelled_labels.copy()
+        self.labelled_labels[positions] = labels
+        self._event("relabel", round_index, ids, labels, annotator, previous=previous.tolist())
+
+    def remove(self, ids: np.ndarray, round_index: int, *, annotator: str | None = None) -> None:
+        """Take the labels of labelled ``ids`` back: the items return to the unlabelled pool."""
+        ids = _unique_ids(ids)
+        positions = self._labelled_positions(ids, "removed")
+        previous = self.labelled_labels[positions].tolist()
+        keep = np.ones(self.labelled_ids.size, dtype=bool)
+        keep[positions] = False
+        self.labelled_ids, self.labelled_labels, self.labelled_rounds = (
+            self.labelled_ids[keep], self.labelled_labels[keep], self.labelled_rounds[keep])
+        self._event("remove", round_index, ids, None, annotator, previous=previous)
+
+    def _labelled_positions(self, ids: np.ndarray, what: str) -> np.ndarray:
+        where = {int(item): position for position, item in enumerate(self.labelled_ids.tolist())}
+        missing = [int(item) for item in ids if int(item) not in where]
+        if missing:
+            raise ConfigError(f"id {missing[0]} has no label in this run, so it cannot be {what}.")
+        return np.array([where[int(item)] for item in ids], dtype=np.int64)
+
+    def _settle_pending(self, ids: np.ndarray) -> None:
+        """Drop ``ids`` from the pending selection (and the selection once nothing is left of it)."""
+        if not self.pending:
+            return
+        settled = set(ids.tolist())
+        keep = [index for index, item in enumerate(self.pending["ids"]) if item not in settled]
+        if len(keep) == len(self.pending["ids"]):
+            return
+        for key in PENDING_PER_ITEM:
+            if key in self.pending:
+                self.pending[key] = [self.pending[key][index] for index in keep]
+        if not self.pending["ids"]:
+            self.pending = None
+
+    def _event(self, op: str, round_index: int, ids: np.ndarray, labels: np.ndarray | None, annotator: str | None,
+               **extra: object) -> None:
+        self.events.append({"time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "op": op,
+                            "round": int(round_index), "ids": ids.tolist(),
+                            "labels": None if labels is None else labels.tolist(), "annotator": annotator, **extra})
 
     def acquire_initial_ids(self, n: int, labels: np.ndarray | None = None, *, balanced: bool = False) -> np.ndarray:
         """The ``n`` seeded-random pool ids that form round 0's training set (label them with :meth:`add`).
@@ -164,29 +237,6 @@ class LabelState:
         chosen = [rng.choice(pool[pool_labels == c], size=q, replace=False) for c, q in zip(classes, quota)]
         return np.sort(np.concatenate(chosen))
 
-    def record_human_labels(self, ids: np.ndarray, labels: np.ndarray) -> None:
-        """Append labels a person gave for unlabelled pool ``ids``; a later label for an id replaces an earlier one.
-
-        Raises ConfigError when an id is not in the unlabelled pool or appears twice in one batch.
-        """
-        ids = np.asarray(ids, dtype=np.int64)
-        labels = np.asarray(labels, dtype=np.int64)
-        if ids.shape != labels.shape or ids.ndim != 1:
-            raise ConfigError(f"got {ids.size} ids but {labels.size} labels.")
-        if np.unique(ids).size != ids.size:
-            raise ConfigError("the same id appears twice in one batch of labels.")
-        not_in_pool = ids[~np.isin(ids, self.pool_ids)]
-        if not_in_pool.size:
-            raise ConfigError(f"id {int(not_in_pool[0])} is not in the unlabelled pool "
-                              "(it is labelled already, in val/test, or unknown).")
-        self.human_ids = np.concatenate([self.human_ids, ids])
-        self.human_labels = np.concatenate([self.human_labels, labels])
-
-    def human_label_of(self, ids: np.ndarray) -> np.ndarray:
-        """The latest label a person gave each of ``ids``, ``UNLABELLED`` where none was given."""
-        latest = dict(zip(self.human_ids.tolist(), self.human_labels.tolist()))
-        return np.array([latest.get(int(item), UNLABELLED) for item in ids], dtype=np.int64)
-
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict:
         """A JSON-ready dict of everything in the ledger."""
@@ -195,19 +245,20 @@ class LabelState:
             "train_ids": self.train_ids.tolist(), "val_ids": self.val_ids.tolist(),
             "test_ids": self.test_ids.tolist(), "holdout_ids": self.holdout_ids.tolist(),
             "labelled_ids": self.labelled_ids.tolist(), "labelled_labels": self.labelled_labels.tolist(),
-            "labelled_rounds": self.labelled_rounds.tolist(), "human_ids": self.human_ids.tolist(),
-            "human_labels": self.human_labels.tolist(), "rounds": [record.to_dict() for record in self.rounds], "pending": self.pending,
+            "labelled_rounds": self.labelled_rounds.tolist(), "skipped_ids": self.skipped_ids.tolist(),
+            "skipped_rounds": self.skipped_rounds.tolist(), "rounds": [record.to_dict() for record in self.rounds],
+            "pending": self.pending, "events": self.events,
         }
 
     @classmethod
     def from_dict(cls, payload: dict) -> "LabelState":
-        """Rebuild a ledger from :meth:`to_dict` output (fields added later default to empty)."""
+        """Rebuild a ledger from :meth:`to_dict` output."""
         arrays = {key: np.asarray(payload[key], dtype=np.int64) for key in
                   ("train_ids", "val_ids", "test_ids", "holdout_ids", "labelled_ids", "labelled_labels",
-                   "labelled_rounds")}
-        arrays.update({key: np.asarray(payload.get(key, []), dtype=np.int64) for key in ("human_ids", "human_labels")})
-        return cls(payload["dataset_fingerprint"], int(payload["seed"]), rounds=[RoundRecord.from_dict(record) for record in payload["rounds"]],
-                   pending=payload["pending"], **arrays)
+                   "labelled_rounds", "skipped_ids", "skipped_rounds")}
+        return cls(payload["dataset_fingerprint"], int(payload["seed"]), pending=payload["pending"],
+                   rounds=[RoundRecord.from_dict(record) for record in payload["rounds"]],
+                   events=list(payload["events"]), **arrays)
 
     def save(self, path: Path) -> None:
         """Write the ledger atomically with its format, version and checksum."""
@@ -236,6 +287,24 @@ class LabelState:
             return cls.from_dict(body)
         except (KeyError, TypeError, ValueError) as error:
             raise StateError(f"{path} is missing or has a malformed field ({error}).") from None
+
+
+#: Keys of a pending selection that hold one value per pending item, in the order of ``ids``.
+PENDING_PER_ITEM = ("ids", "scores", "guesses", "confidences")
+
+
+def _unique_ids(ids: np.ndarray) -> np.ndarray:
+    ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+    if np.unique(ids).size != ids.size:
+        raise ConfigError("the same id appears twice in one batch of labels.")
+    return ids
+
+
+def _ids_and_labels(ids: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ids, labels = np.asarray(ids, dtype=np.int64), np.asarray(labels, dtype=np.int64)
+    if ids.shape != labels.shape or ids.ndim != 1:
+        raise ConfigError(f"got {ids.size} ids but {labels.size} labels.")
+    return _unique_ids(ids), labels
 
 
 def _checksum(body: dict) -> str:
