@@ -41,7 +41,7 @@ def test_datasets_lists_sources_with_presence(capsys):
     (["run", "--sampling-method", "nonsense"], "unknown sampling method 'nonsense'"),
     (["run", "--data-class", "imagenet"], "unknown dataset 'imagenet'"),
     (["run", "--model-class", "vgg"], "unknown model 'vgg'"),
-    (["run", "--n-train-images", "0"], "`n_train_images`=0 must be >= 1"),
+    (["run", "--n-train-images", "-1"], "`n_train_images`=-1 must be >= 0"),
     (["run", "--al-samples-per-iter", "-5"], "`al_samples_per_iter`=-5 must be >= 1"),
     (["run", "--lr", "0"], "`lr`=0.0 must be > 0.0"),
     (["run", "--n-train-images", "200", "--al-iter", "3", "--al-samples-per-iter", "100"],

@@ -66,10 +66,16 @@ def test_more_gpus_than_the_machine_has_is_refused(monkeypatch):
     assert RunConfig(gpus=1).validated().gpus == 1
 
 
-def test_wandb_is_refused_with_what_to_use_instead(capsys, tmp_path):
-    err = refused(capsys, tmp_path, "--wandb")
-    assert "--wandb is not supported" in err and "activelab export" in err and "SQLite store" in err
-    assert config("--wandb", "false").sampling_method == "margin"
+def test_wandb_means_the_wandb_logger_and_loggers_add_to_csv():
+    assert config("--wandb").trackers == ["csv", "wandb"]
+    assert config("--wandb", "false").trackers == ["csv"]
+    assert config("--logger", "tensorboard", "--logger", "mlflow", "--wandb").trackers == [
+        "csv", "tensorboard", "mlflow", "wandb"]
+
+
+def test_an_unknown_logger_is_one_sentence(capsys, tmp_path):
+    err = refused(capsys, tmp_path, "--logger", "neptune")
+    assert "invalid choice: 'neptune'" in err and "activelab run --help" in err
 
 
 # ------------------------------------------------------------------ names
@@ -82,7 +88,7 @@ def test_wandb_is_refused_with_what_to_use_instead(capsys, tmp_path):
     (["--data-class", "fashion-mnst"], "unknown dataset 'fashion-mnst'; did you mean fashion-mnist?"),
     (["--data-class", "imagenet"], "unknown dataset 'imagenet'; choose one of: arrays,"),
     (["--model-class", "resnt18"], "unknown model 'resnt18'; did you mean resnet18?"),
-    (["--model-class", "vgg"], "unknown model 'vgg'; choose one of: cnn, resnet18, resnet50."),
+    (["--model-class", "vgg"], "unknown model 'vgg'; did you mean torchvision:vgg19?"),
 ])
 def test_misspelt_names_suggest_the_closest(capsys, tmp_path, argv, message):
     assert message in refused(capsys, tmp_path, *argv)

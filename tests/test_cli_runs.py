@@ -13,6 +13,7 @@ import logging
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,7 @@ def make_run(out: Path, *, pending: bool = True, **config_values) -> Path:
     run_dir = config.run_dir
     run_dir.mkdir(parents=True)
     atomic_write_json(run_dir / "config.json", config.to_dict())
+    atomic_write_json(run_dir / "environment.json", {"python": "3.11.7", "packages": {"torch": "2.0"}})
     state = LabelState.create(np.arange(1797) % 10, seed=0, n_val=50, n_test=100)
     state.add(state.pool_ids[:20], np.zeros(20, np.int64), 0)
     if pending:
@@ -289,6 +291,7 @@ def test_title_and_header_come_from_on_start_before_any_round(capsys, monkeypatc
         on_start()
         print("<training>")
         on_round(round_record(round=0, n_labelled=100, test_accuracy=0.8, epochs=2, seconds_train=1.0))
+        return types.SimpleNamespace(pending=None)
 
     monkeypatch.setattr(activelab.loop, "run_experiment", fake_run_experiment)
     code, out, err = run_cli(capsys, "run", "--sampling-method", "entropy", "--out", str(tmp_path / "r"), "--quiet")

@@ -7,7 +7,7 @@ import torch
 import torchvision
 
 from activelab.errors import ConfigError, DatasetNotFoundError
-from activelab.models import build_model
+from activelab.models import build_model, check_model
 from activelab.models.resnet import adapt_first_conv
 
 
@@ -70,3 +70,20 @@ def test_unknown_model_and_bad_inputs():
         build_model("cnn", (1, 4, 4), 10)
     with pytest.raises(ConfigError, match="no pretrained"):
         build_model("cnn", (1, 28, 28), 10, pretrained=True)
+
+
+def test_adapted_first_conv_keeps_every_setting_and_refuses_grouped_convolutions():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 6, 3, stride=2, padding=2, dilation=2, padding_mode="reflect")
+    adapted = adapt_first_conv(conv, 1)
+    assert (adapted.stride, adapted.padding, adapted.dilation, adapted.padding_mode) == ((2, 2), (2, 2), (2, 2), "reflect")
+    gray = torch.randn(1, 1, 9, 9)
+    assert torch.allclose(adapted(gray), conv(gray.repeat(1, 3, 1, 1)), atol=1e-5)
+    with pytest.raises(ConfigError, match="grouped"):
+        adapt_first_conv(torch.nn.Conv2d(3, 3, 3, groups=3), 1)
+
+
+def test_missing_cached_weights_are_found_by_check_model_before_anything_is_built(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(DatasetNotFoundError, match="resnet18-f37072fd.pth there"):
+        check_model("resnet18", (1, 28, 28), pretrained=True)

@@ -13,7 +13,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -55,6 +55,10 @@ class Callback:
 
     def on_close(self, run: Run, finished: bool) -> None:
         """A simulated experiment stopped; ``finished`` when it ran all its rounds."""
+
+    def training_loggers(self, run: Run, round_index: int) -> list:
+        """Lightning loggers that should receive round ``round_index``'s training curves."""
+        return []
 
 
 def _now() -> str:
@@ -112,3 +116,44 @@ class RoundPrinter(Callback):
 
     def on_evaluate_end(self, run: Run, record: RoundRecord) -> None:
         self.on_round(record)
+
+
+class TrackerCallback(Callback):
+    """Sends training curves and round metrics to experiment trackers (:mod:`activelab.trackers`).
+
+    The trackers are opened at the first training or evaluation, not when the run is opened, so a step that
+    only changes labels (importing a person's labels) starts no tracker run.
+    """
+
+    def __init__(self, names: Sequence[str]):
+        self.names = list(names)
+        self._loggers: list | None = None
+
+    def loggers(self, run: Run) -> list:
+        if self._loggers is None:
+            from activelab.trackers import make_loggers
+
+            self._loggers = make_loggers(self.names, run.run_dir, run.config.name, run.config.to_dict())
+        return self._loggers
+
+    def training_loggers(self, run: Run, round_index: int) -> list:
+        from activelab.trackers import round_loggers
+
+        return round_loggers(self.loggers(run), round_index)
+
+    def on_evaluate_end(self, run: Run, record: RoundRecord) -> None:
+        from activelab.trackers import count_classes, log_round
+
+        log_round(self.loggers(run), record, count_classes(run.state.labelled_labels, run.dataset.class_names))
+
+    def on_query_end(self, run: Run, batch: Batch) -> None:
+        from activelab.trackers import log_round
+
+        if batch.round >= 0:
+            log_round(self.loggers(run), run.state.rounds[batch.round], fields=("seconds_score", "seconds_select"))
+
+    def on_close(self, run: Run, finished: bool) -> None:
+        if self._loggers is not None:
+            from activelab.trackers import finalize
+
+            finalize(self._loggers, "success" if finished else "interrupted")

@@ -20,7 +20,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from activelab.config import INITIAL_CHOICES, MONITORS, STUDY_QUERY_STRATEGIES, RunConfig, closest, unknown_name
+from activelab.config import (INITIAL_CHOICES, MONITORS, STUDY_QUERY_STRATEGIES, TRACKERS, TRAIN_MODES, RunConfig,
+                              closest, unknown_name)
 from activelab.errors import ConfigError, StateError, UserError
 
 DEMO = dict(data_class="fashion-mnist", model_class="cnn", n_train_images=100, al_samples_per_iter=100,
@@ -32,9 +33,6 @@ WIDTH = 100
 STORE_NAME = "activelab.sqlite"
 #: Exit code after the reader of stdout went away (``activelab runs | head``), as a shell reports SIGPIPE.
 BROKEN_PIPE_EXIT = 141
-
-WANDB_REFUSAL = ("--wandb is not supported yet (experiment trackers are planned): results go to the SQLite store "
-                 "in --out, listed by `activelab runs` and written as CSV or JSON by `activelab export`.")
 
 FAMILIES = ("baseline", "uncertainty", "bayesian", "batch", "diversity", "hybrid", "auxiliary")
 
@@ -133,7 +131,11 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     _flag(parser, "al-query-strategy", metavar="NAME", default=None,
           help=f"the study's modAL strategy name ({study_names}), mapped to a strategy; or any strategy name")
     _flag(parser, "data-class", metavar="NAME", default=defaults.data_class, help="dataset, see `activelab datasets`")
-    _flag(parser, "model-class", metavar="NAME", default=defaults.model_class, help="cnn, resnet18 or resnet50")
+    _flag(parser, "model-class", metavar="NAME", default=defaults.model_class,
+          help="cnn, resnet18, resnet50, torchvision:NAME (e.g. torchvision:resnet34) or timm:NAME")
+    _flag(parser, "train-mode", choices=list(TRAIN_MODES), default=defaults.train_mode,
+          help="; ".join(f"{mode}: {text}" for mode, text in TRAIN_MODES.items()))
+    _switch_flag(parser, "auto-lr", "pick each round's learning rate with Lightning's learning-rate finder")
     _flag(parser, "n-train-images", metavar="N", type=int, default=defaults.n_train_images,
           help="labelled images to start with")
     _flag(parser, "initial", choices=INITIAL_CHOICES, default=defaults.initial,
@@ -179,7 +181,10 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
           help="a dataset option (see `activelab datasets`), e.g. size=64 or grayscale=true; repeatable")
     _flag(parser, "strategy-option", metavar="KEY=VALUE", type=_key_value, action="append", default=None,
           help="a strategy option (see `activelab strategies NAME`), e.g. beta=2; repeatable")
-    _flag(parser, "wandb", type=_switch, nargs="?", const=True, default=False, help=argparse.SUPPRESS)
+    _flag(parser, "logger", metavar="NAME", choices=TRACKERS[1:], action="append", default=None,
+          help="also send training curves and round metrics to this tracker (csv in the run folder is always on; "
+               "W&B writes offline without an API key); repeatable")
+    _switch_flag(parser, "wandb", "the study's flag: the same as --logger wandb")
     parser.add_argument("--out", metavar="DIR", default=defaults.out,
                         help="results folder (the results store + one folder per run)")
     _flag(parser, "run-name", metavar="NAME", default=None,
@@ -279,8 +284,6 @@ def _sampling_method(args: argparse.Namespace) -> str:
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """Map parsed ``run`` flags onto a RunConfig (``--resume DIR`` reads the saved config instead)."""
-    if args.wandb:
-        raise ConfigError(WANDB_REFUSAL)
     if args.resume:
         return dataclasses.replace(RunConfig.load_saved(Path(args.resume)), progress=not args.quiet,
                                    num_workers=args.num_workers)
@@ -289,6 +292,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     values["sampling_method"] = _sampling_method(args)
     values["source_kwargs"] = _options(args.source_option, "--source-option")
     values["strategy_kwargs"] = _options(args.strategy_option, "--strategy-option")
+    values["trackers"] = ["csv", *dict.fromkeys([*(args.logger or []), *(["wandb"] if args.wandb else [])])]
     return RunConfig(**values, progress=not args.quiet)
 
 

@@ -22,9 +22,19 @@ INITIAL_CHOICES = ("random", "balanced")
 #: What early stopping and the choice of the best epoch may watch (see activelab.training).
 MONITORS = ("val_acc", "val_loss")
 
+#: Experiment trackers (Lightning loggers, see activelab.trackers), in the order they are listed to a user.
+TRACKERS = ("csv", "tensorboard", "mlflow", "wandb")
+
+#: What a round trains (see activelab.models.modes), with the description the command line shows.
+TRAIN_MODES = {
+    "scratch": "train every layer from a random initialisation",
+    "finetune": "train every layer, starting from pretrained weights (--pretrained or --weights)",
+    "head": "train only the head on a frozen pretrained trunk (--pretrained or --weights)",
+}
+
 #: Fields that may change between a run and its resumption: they do not change the results of the rounds
 #: already run (``al_iter`` may grow to extend a finished run by more rounds).
-RESUMABLE_CHANGES = frozenset({"num_workers", "progress", "out", "run_name", "al_iter"})
+RESUMABLE_CHANGES = frozenset({"num_workers", "progress", "out", "run_name", "al_iter", "trackers"})
 
 #: The study's modAL query-strategy names (``--al_query_strategy``) and the strategy each one is here.
 #: ``max_entropy`` is the maximum predictive entropy of the MC-dropout average (Gal et al. 2017).
@@ -63,7 +73,10 @@ class RunConfig:
     Training: at most ``max_epochs`` epochs and at least ``min_steps`` optimiser steps per round (a small
     labelled set is repeated within an epoch); early stopping with ``patience`` and the choice of the best
     epoch watch ``monitor`` (``val_acc`` or ``val_loss``). ``initial`` is ``random`` or ``balanced`` (the same
-    number of initial labels from every class, as Gal et al. 2017 start from).
+    number of initial labels from every class, as Gal et al. 2017 start from). ``train_mode`` is
+    ``scratch`` (every layer, from a fresh initialisation), ``finetune`` (every layer, from pretrained
+    weights) or ``head`` (only the head, on a frozen pretrained trunk); ``auto_lr`` runs Lightning's
+    learning-rate finder before each round's training and records the rate it chose.
     """
 
     sampling_method: str = "margin"
@@ -85,6 +98,8 @@ class RunConfig:
     pretrained: bool = False
     weights: str | None = None
     warm_start: bool = False
+    train_mode: str = "scratch"
+    auto_lr: bool = False
     augment: bool = False
     mc_samples: int = 10
     n_val: int = 1000
@@ -97,6 +112,7 @@ class RunConfig:
     bands: str | None = None
     source_kwargs: dict = field(default_factory=dict)
     strategy_kwargs: dict = field(default_factory=dict)
+    trackers: list = field(default_factory=lambda: ["csv"])
     out: str = "results"
     run_name: str | None = None
     progress: bool = True
@@ -131,9 +147,11 @@ class RunConfig:
         strategy = lookup_strategy(self.sampling_method)
         lookup_source(self.data_class)
         check_model_name(self.model_class)
+        check_train_mode(self.train_mode, pretrained=self.pretrained, weights=self.weights)
         if MC_INPUT in strategy.needs and self.mc_samples < 2:
             raise ConfigError(f"{strategy.name} needs at least 2 MC samples (--mc-samples), got {self.mc_samples}.")
         check_gpus(self.gpus)
+        check_trackers(self.trackers)
         self.source_options()
         return dataclasses.replace(self, strategy_kwargs=self.strategy_options())
 
@@ -225,6 +243,15 @@ class RunConfig:
 # ------------------------------------------------------------------------------------------ names
 
 
+def check_trackers(names: object) -> None:
+    """Refuse anything but a list of known tracker names (their packages are checked when they open)."""
+    if isinstance(names, str) or not isinstance(names, (list, tuple)):
+        raise ConfigError(f"`trackers`={names!r} must be a list of names from {', '.join(TRACKERS)}.")
+    for name in names:
+        if str(name).lower() not in TRACKERS:
+            raise ConfigError(unknown_name("tracker", name, TRACKERS, f"choose from {', '.join(TRACKERS)}"))
+
+
 def check_choice(value: object, name: str, choices: Iterable[str]) -> str:
     """Return ``value`` when it is one of ``choices``; ConfigError naming them otherwise."""
     if value not in choices:
@@ -275,17 +302,18 @@ def lookup_source(name: str):
     raise ConfigError(unknown_name("dataset", name, known, f"choose one of: {', '.join(sorted(known))}"))
 
 
-def check_model_name(name: str) -> None:
-    """Raise ConfigError with the closest model name when ``name`` is not a known model."""
-    from activelab.models import MODELS, check_model
+def check_train_mode(mode: str, *, pretrained: bool, weights: str | None) -> None:
+    """Refuse an unknown training mode, or one that needs pretrained weights without them."""
+    from activelab.models.modes import check_train_mode as check
 
-    try:
-        check_model(name, (3, 224, 224))
-    except ConfigError:
-        key = str(name).lower().replace("-", "").replace("_", "")
-        close = closest(key, MODELS)
-        hint = f"did you mean {close}?" if close else f"choose one of: {', '.join(MODELS)}."
-        raise ConfigError(f"unknown model '{name}'; {hint}") from None
+    check(mode, pretrained=pretrained, weights=weights)
+
+
+def check_model_name(name: str) -> None:
+    """Raise the models module's ConfigError (with the closest name) when ``name`` is not a known model."""
+    from activelab.models import check_model
+
+    check_model(name)
 
 
 def check_gpus(gpus: int) -> None:

@@ -15,7 +15,8 @@ class RoundRecord:
     """Metrics and timings of round ``round``, trained on ``n_labelled`` labels.
 
     ``val_accuracy`` is the best validation accuracy (early stopping), ``epochs`` and ``steps`` the epochs
-    and optimiser steps trained, ``test_accuracy`` and
+    and optimiser steps trained, ``lr`` the learning rate used (chosen per round with ``auto_lr``),
+    ``test_accuracy`` and
     ``test_macro_f1`` are measured on the test split (None without one). ``labels_digest`` identifies the
     labelled set the model was trained on. ``acquired`` turns True once nothing of the round's selection
     is pending any more; ``selection_ids`` / ``selection_scores`` list the selected items that were
@@ -29,6 +30,7 @@ class RoundRecord:
     val_accuracy: float | None = None
     epochs: int | None = None
     steps: int | None = None
+    lr: float | None = None
     test_accuracy: float | None = None
     test_macro_f1: float | None = None
     seconds_train: float | None = None

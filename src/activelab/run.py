@@ -32,7 +32,7 @@ import torch
 
 from activelab import environment
 from activelab.auxiliary import discriminator_unlabelled, transfer_wrongness
-from activelab.callbacks import Callback, LabelEvent, StoreCallback
+from activelab.callbacks import Callback, LabelEvent, StoreCallback, TrackerCallback
 from activelab.config import CONFIG_FILE, RunConfig
 from activelab.data.base import UNLABELLED, Dataset
 from activelab.data.sources import get_source
@@ -44,6 +44,7 @@ from activelab.inference import POOL_OUTPUTS, embed, pool_outputs, predict_probs
 from activelab.io import atomic_write_bytes, atomic_write_json
 from activelab.models import build_model, check_model
 from activelab.models.heads import ActiveModel
+from activelab.models.modes import set_train_mode
 from activelab.records import RoundRecord
 from activelab.runlock import RunLock
 from activelab.strategies import get_strategy
@@ -130,8 +131,10 @@ class Run:
         self.settings = TrainSettings(
             max_epochs=config.max_epochs, lr=config.lr, batch_size=config.batch_size, patience=config.patience,
             gpus=config.gpus, num_workers=config.num_workers, progress=config.progress,
-            augment=augment_batch if config.augment else None, min_steps=config.min_steps, monitor=config.monitor)
-        self.callbacks: list[Callback] = [StoreCallback(Path(config.out) / STORE_NAME), *callbacks]
+            augment=augment_batch if config.augment else None, min_steps=config.min_steps, monitor=config.monitor,
+            auto_lr=config.auto_lr)
+        self.callbacks: list[Callback] = [StoreCallback(Path(config.out) / STORE_NAME),
+                                          TrackerCallback(config.trackers), *callbacks]
         with RunLock(self.run_dir):
             self.state = self._load_or_create_state()
         self._emit("on_open")
@@ -343,8 +346,9 @@ class Run:
     def _new_model(self, round_index: int) -> ActiveModel:
         config, dataset = self.config, self.dataset
         torch.manual_seed(stream_seed(config.seed, round_index, _TRAIN))
-        return build_model(config.model_class, dataset.input_shape, dataset.num_classes,
-                           pretrained=config.pretrained, weights=Path(config.weights) if config.weights else None)
+        model = build_model(config.model_class, dataset.input_shape, dataset.num_classes,
+                            pretrained=config.pretrained, weights=Path(config.weights) if config.weights else None)
+        return set_train_mode(model, config.train_mode)
 
     def _fit(self) -> RoundRecord:
         """Train round ``len(rounds)``'s model on the current labels, or finish one whose weights exist."""
@@ -363,10 +367,11 @@ class Run:
             if self.config.warm_start and round_index > 0:
                 model.load_state_dict(_load_weights(self._weights_path(round_index - 1)))
             _progress(self, round_index, f"train on {state.n_labelled} labels")
+            loggers = [logger for callback in self.callbacks for logger in callback.training_loggers(self, round_index)]
             result = fit(model, self.dataset, state.labelled_ids, state.labelled_labels, state.val_ids,
-                         self.settings, seed=stream_seed(self.config.seed, round_index, _TRAIN))
+                         self.settings, seed=stream_seed(self.config.seed, round_index, _TRAIN), loggers=loggers)
             fit_record = {"val_accuracy": result.best_val_accuracy, "epochs": result.epochs, "steps": result.steps,
-                          "seconds_train": result.seconds}
+                          "lr": result.lr, "seconds_train": result.seconds}
             buffer = io.BytesIO()
             torch.save({"model": model.state_dict(), "fit": fit_record, "labels_digest": digest}, buffer)
             atomic_write_bytes(path, buffer.getvalue())

@@ -64,18 +64,17 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # emitted by Lightning's own import on new torch
     from pytorch_lightning.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
 
+from activelab.config import TRACKERS
 from activelab.errors import ConfigError
 from activelab.records import METRIC_COLUMNS, RoundRecord
 
 log = logging.getLogger(__name__)
 
-#: The trackers :func:`make_loggers` knows, in the order they are listed to a user.
-TRACKERS = ("csv", "tensorboard", "mlflow", "wandb")
 
-#: The modules each tracker needs (any one of a tuple), beyond Lightning itself.
+#: The modules each tracker needs (any one of each tuple), beyond Lightning itself.
 _MODULES: dict[str, tuple[tuple[str, ...], ...]] = {
     "csv": (),
-    "tensorboard": (("tensorboard", "tensorboardX"),),
+    "tensorboard": (("tensorboard",),),
     "mlflow": (("mlflow",),),
     "wandb": (("wandb",),),
 }
@@ -117,8 +116,9 @@ def make_loggers(names: Sequence[str], run_dir: Path, run_name: str, config: Map
     Raises
     ------
     ConfigError
-        For an unknown tracker name, a tracker whose package is not installed, or an MLflow tracking
-        store that cannot be opened. Names and packages are checked before anything is written.
+        For an unknown tracker name, a tracker whose package is not installed, an MLflow tracking store
+        that cannot be opened, or a W&B run that cannot start (``WANDB_MODE=online`` without a key). Names
+        and packages are checked before anything is written; MLflow and W&B are opened before the others.
     """
     wanted = _check_names(names)
     run_dir = Path(run_dir)
@@ -129,6 +129,8 @@ def make_loggers(names: Sequence[str], run_dir: Path, run_name: str, config: Map
             if not any(importlib.util.find_spec(module) is not None for module in choices):
                 raise ConfigError(f"the {name} tracker needs the package {choices[0]}, which is not installed; "
                                   "install it with pip install 'activelab[trackers]'.")
+    if not wanted:
+        return []
     params = _flat_params(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     opened: dict[str, Logger] = {}
@@ -364,7 +366,7 @@ def _mlflow_logger(uri: str, run_dir: Path, run_name: str, params: Mapping[str, 
             params = {key: value for key, value in params.items() if key not in recorded}  # params are immutable
         logger.log_hyperparams(dict(params))
     except MlflowException as error:
-        message = str(error.message if hasattr(error, "message") else error).strip().split(". ")[0].rstrip(".")
+        message = str(getattr(error, "message", error)).strip().split(". ")[0].rstrip(".")
         hint = ("; set MLFLOW_ALLOW_FILE_STORE=true or use a sqlite:/// URI"
                 if "MLFLOW_ALLOW_FILE_STORE" in str(error) else "")
         raise ConfigError(f"MLflow cannot use the tracking store {uri} ({message}){hint}.") from None

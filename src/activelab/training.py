@@ -20,7 +20,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -30,6 +30,8 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # emitted by Lightning's own import on new torch
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+    from pytorch_lightning.loggers import Logger
+    from pytorch_lightning.tuner import Tuner
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from activelab.data.base import Dataset
@@ -37,9 +39,14 @@ from activelab.data.loading import Augment, make_loader
 from activelab.faults import crash_point
 from activelab.inference import predict_probs
 from activelab.models.heads import ActiveModel
+from activelab.models.modes import trainable_parameters
+from activelab.trackers import log_every_n_steps
+
+log = logging.getLogger(__name__)
 
 _LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric")
-_LIGHTNING_ADVICE = (".*does not have many workers.*", ".*GPU available but not used.*", ".*LeafSpec.*")
+_LIGHTNING_ADVICE = (".*does not have many workers.*", ".*GPU available but not used.*", ".*LeafSpec.*",
+                     ".*module\\(s\\) in eval mode.*", ".*no `val_dataloader`.*")
 
 
 @contextlib.contextmanager
@@ -73,6 +80,7 @@ class TrainSettings:
     augment: Augment | None = None
     min_steps: int = 0
     monitor: str = "val_acc"
+    auto_lr: bool = False
 
     @property
     def min_batches_per_epoch(self) -> int:
@@ -115,7 +123,7 @@ class Classifier(pl.LightningModule):
         crash_point("train-epoch")
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.model.parameters(), lr=self.lr)
+        return torch.optim.Adam(trainable_parameters(self.model), lr=self.lr)
 
 
 #: What early stopping and the choice of the best epoch may watch, and which way is better.
@@ -145,16 +153,19 @@ class FitResult:
     best_val_accuracy: float | None
     epochs: int
     steps: int
+    lr: float
     seconds: float
 
 
 def fit(model: ActiveModel, dataset: Dataset, train_ids: np.ndarray, train_labels: np.ndarray,
-        val_ids: np.ndarray, settings: TrainSettings, *, seed: int) -> FitResult:
+        val_ids: np.ndarray, settings: TrainSettings, *, seed: int, loggers: Sequence[Logger] = ()) -> FitResult:
     """Train ``model`` in place on ``train_ids`` and keep the weights of the best validation epoch.
 
     With no validation ids, trains for ``max_epochs`` and keeps the last weights. With
     ``settings.min_steps``, each epoch repeats the labelled set until ``max_epochs`` epochs can reach that
-    many optimiser steps, and early stopping cannot end training before them.
+    many optimiser steps, and early stopping cannot end training before them. ``loggers`` receive the
+    training curves (see :func:`activelab.trackers.round_loggers`). With ``settings.auto_lr``, Lightning's
+    learning-rate finder picks the rate first (a short range test from the same initial weights).
     """
     start = time.perf_counter()
     pl.seed_everything(seed, workers=True, verbose=False)
@@ -179,9 +190,12 @@ def fit(model: ActiveModel, dataset: Dataset, train_ids: np.ndarray, train_label
             trainer = pl.Trainer(
                 max_epochs=settings.max_epochs, min_steps=settings.min_steps or None, accelerator="gpu" if use_gpu else "cpu",
                 devices=settings.gpus if use_gpu else 1, deterministic=True, callbacks=callbacks,
-                logger=False, enable_checkpointing=has_val, enable_progress_bar=settings.progress,
+                logger=list(loggers) or False, log_every_n_steps=log_every_n_steps(len(train_loader)),
+                enable_checkpointing=has_val, enable_progress_bar=settings.progress,
                 enable_model_summary=False, use_distributed_sampler=False, num_sanity_val_steps=0,
                 limit_val_batches=1.0 if has_val else 0)
+            if settings.auto_lr:
+                _find_lr(classifier, train_loader, settings)
             trainer.fit(classifier, train_loader, val_loader)
         best_accuracy = None
         if has_val and best.best_model_path:
@@ -191,7 +205,24 @@ def fit(model: ActiveModel, dataset: Dataset, train_ids: np.ndarray, train_label
     finally:
         shutil.rmtree(checkpoints, ignore_errors=True)
     model.cpu().eval()
-    return FitResult(best_accuracy, int(trainer.current_epoch), int(trainer.global_step), time.perf_counter() - start)
+    return FitResult(best_accuracy, int(trainer.current_epoch), int(trainer.global_step), float(classifier.lr),
+                     time.perf_counter() - start)
+
+
+def _find_lr(classifier: Classifier, train_loader, settings: TrainSettings) -> None:
+    """Set ``classifier.lr`` by Lightning's learning-rate range test (100 steps from the current weights,
+    which it restores afterwards). Its own trainer has no epoch limit, so a labelled set of one batch still
+    gets its 100 steps; when the test finds no clear rate, the configured one stays."""
+    finder = pl.Trainer(max_epochs=-1, accelerator="gpu" if settings.device.type == "cuda" else "cpu", devices=1,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=settings.progress,
+                        enable_model_summary=False, use_distributed_sampler=False, num_sanity_val_steps=0,
+                        limit_val_batches=0)
+    result = Tuner(finder).lr_find(classifier, train_loader, update_attr=False)
+    suggestion = None if result is None else result.suggestion()
+    if suggestion is None:
+        log.warning("the learning-rate finder found no clear rate; training with lr=%g", classifier.lr)
+    else:
+        classifier.lr = float(suggestion)
 
 
 def evaluate(model: ActiveModel, dataset: Dataset, ids: np.ndarray, settings: TrainSettings) -> dict[str, float]:

@@ -98,17 +98,27 @@ def evaluation(module: nn.Module) -> Iterator[nn.Module]:
             layer.training = training
 
 
-def probe(module: nn.Module, input_shape: tuple[int, ...], *, batch: int = 2) -> object:
-    """The output of ``module`` (in eval mode, without gradients) for ``batch`` zero images of ``input_shape``.
+def probe(module: nn.Module, input_shape: tuple[int, ...], what: str = "the model", *, batch: int = 2) -> object:
+    """The output of ``module`` (in eval mode, without gradients) for ``batch`` blank images of ``input_shape``.
 
     The images are made on the device and in the floating dtype of the module's first parameter. Nothing
-    in the module changes (no BatchNorm statistics, no modes).
+    in the module changes (no BatchNorm statistics, no modes). When the module refuses images of that
+    shape, a ConfigError says so, naming the module as ``what``.
     """
+    shape = tuple(int(size) for size in input_shape)
     parameter = next(module.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
     dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() else torch.float32
-    with evaluation(module):
-        return module(torch.zeros(batch, *input_shape, device=device, dtype=dtype))
+    try:
+        with evaluation(module):
+            return module(torch.zeros(batch, *shape, device=device, dtype=dtype))
+    except Exception as error:  # noqa: BLE001 - a module refuses an input size with any exception type
+        raise refused(what, shape, reason(error)) from None
+
+
+def refused(what: str, input_shape: tuple[int, ...], why: str) -> ConfigError:
+    """The error for a network (``what``) that does not take images of ``input_shape``, ``why`` in brackets."""
+    return ConfigError(f"{what} cannot take images of shape {'x'.join(map(str, input_shape))} ({why}).")
 
 
 def features_width(output: object, what: str) -> int:
@@ -119,10 +129,14 @@ def features_width(output: object, what: str) -> int:
     return int(output[0].numel())
 
 
+def feature_width(module: nn.Module, input_shape: tuple[int, ...], what: str = "the backbone") -> int:
+    """The number of features per item that ``module`` returns for images of ``input_shape``."""
+    return features_width(probe(module, input_shape, what), what)
+
+
 def reason(error: BaseException) -> str:
-    """The first line of ``error``'s message, shortened: the part of an exception worth one sentence."""
-    lines = str(error).strip().splitlines()
-    text = lines[0].strip() if lines else type(error).__name__
+    """``error``'s message on one line, shortened: the part of an exception worth one sentence."""
+    text = " ".join(line.strip() for line in str(error).strip().splitlines()) or type(error).__name__
     text = text.rstrip(".:")
     return text if len(text) <= 160 else text[:157] + "..."
 
@@ -185,7 +199,8 @@ def split_at(model: nn.Module, layer: str) -> tuple[torch.fx.GraphModule, torch.
     names = [name for name, _ in model.named_modules() if name]
     if layer not in names:
         close = difflib.get_close_matches(layer, names, n=1, cutoff=0.6)
-        hint = f"did you mean {close[0]}?" if close else f"its layers are {', '.join(names[:8])}{', ...' if len(names) > 8 else ''}."
+        listed = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+        hint = f"did you mean {close[0]}?" if close else f"its layers are {listed}."
         raise ConfigError(f"{type(model).__name__} has no layer '{layer}'; {hint}")
     what = f"{type(model).__name__}"
     tracer = _Tracer(layer)
@@ -218,15 +233,17 @@ def split_at(model: nn.Module, layer: str) -> tuple[torch.fx.GraphModule, torch.
     for node in before:
         copied[node] = trunk_graph.node_copy(node, lambda source: copied[source])
     trunk_graph.output(copied[cut])
-    trunk_graph.eliminate_dead_code()
     moved: dict[torch.fx.Node, torch.fx.Node] = {cut: rest_graph.placeholder("features")}
     for node in after:
         for source in node.all_input_nodes:
             if source not in moved:  # a parameter or buffer (get_attr) read before the cut
                 moved[source] = rest_graph.node_copy(source, lambda _: None)
         moved[node] = rest_graph.node_copy(node, lambda source: moved[source])
-    _check_nothing_shared(model, trunk_graph, rest_graph, layer)
     trunk = torch.fx.GraphModule(model, trunk_graph, class_name=f"{type(model).__name__}Trunk")
+    trunk.graph.eliminate_dead_code()  # steps before the cut that the layer does not need
+    trunk.recompile()
+    trunk.delete_all_unused_submodules()
+    _check_nothing_shared(model, trunk.graph, rest_graph, layer)
     rest = torch.fx.GraphModule(model, rest_graph, class_name=f"{type(model).__name__}Rest")
     return trunk, rest
 
@@ -244,5 +261,5 @@ def _check_nothing_shared(model: nn.Module, trunk: torch.fx.Graph, rest: torch.f
                               "weights cannot belong to one side of the cut.")
 
 
-__all__ = ["adapt_first_conv", "adapt_input_channels", "evaluation", "features_width", "first_conv",
-           "meta_output_shape", "output_layer", "probe", "set_module", "split_at"]
+__all__ = ["adapt_first_conv", "adapt_input_channels", "evaluation", "feature_width", "features_width", "first_conv",
+           "meta_output_shape", "output_layer", "probe", "reason", "refused", "set_module", "split_at"]
