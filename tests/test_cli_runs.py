@@ -23,6 +23,7 @@ from activelab import cli
 from activelab.cli import main
 from activelab.config import RunConfig
 from activelab.data.state import LabelState
+from activelab.records import RoundRecord
 from activelab.io import atomic_write_json
 from activelab.store import Store
 
@@ -48,10 +49,6 @@ def snapshot(folder: Path) -> dict:
 
 
 def round_record(**values):
-    try:
-        from activelab.records import RoundRecord
-    except ImportError:  # a store that still takes dicts
-        return values
     return RoundRecord(**values)
 
 
@@ -65,6 +62,7 @@ def make_run(out: Path, *, pending: bool = True, **config_values) -> Path:
     atomic_write_json(run_dir / "environment.json", {"python": "3.11.7", "packages": {"torch": "2.0"}})
     state = LabelState.create(np.arange(1797) % 10, seed=0, n_val=50, n_test=100)
     state.add(state.pool_ids[:20], np.zeros(20, np.int64), 0)
+    state.rounds.append(round_record(round=0, n_labelled=20, labels_digest=state.labels_digest(), seconds_evaluate=0.5))
     if pending:
         state.pending = {"round": 0, "strategy": "margin", "ids": state.pool_ids[:3].tolist(),
                          "scores": [0.75, 0.5, None], "seconds_score": 0.1, "seconds_select": 0.01}
@@ -200,6 +198,7 @@ def make_partly_labelled_run(tmp_path: Path) -> tuple[Path, Path]:
     dataset = get_source("arrays").load(images)
     state = LabelState.create(dataset.labels, seed=0, dataset_fingerprint=dataset.fingerprint(), n_val=10, n_test=10)
     state.add(state.acquire_initial_ids(10, dataset.labels), np.zeros(10, np.int64), 0)
+    state.rounds = LabelState.load(run_dir / "state.json").rounds
     state.pending = LabelState.load(run_dir / "state.json").pending
     pool = state.pool_ids
     chosen = [int(pool[pool % 2 == 0][0]), int(pool[pool % 2 == 1][0]), int(pool[pool % 2 == 0][1])]

@@ -19,7 +19,7 @@ from activelab.run import Run
 
 FIXTURE = Path(__file__).parent / "fixtures" / "selections-before-run-api.json"
 SMALL = dict(pool_size=600, n_test=300, n_val=100, n_train_images=40, al_samples_per_iter=30, max_epochs=2,
-             mc_samples=4, seed=1, progress=False)
+             mc_samples=4, seed=1, progress=False, min_steps=0, monitor="val_acc", initial="random")
 
 
 @pytest.mark.parametrize("strategy", ["margin", "bald", "random", "coreset"])

@@ -76,3 +76,21 @@ def test_trackers_receive_training_curves_and_round_metrics(tmp_path, fashion, m
     steps = [event.step for event in events.Scalars("round/test_accuracy")]
     assert steps == [30, 40]
     assert np.isfinite([event.value for event in events.Scalars("round/labels_per_class/Trouser")]).all()
+
+
+def test_a_python_backbone_runs_and_must_be_given_again_to_reopen(tmp_path, fashion):
+    from torch import nn
+
+    from activelab.errors import ConfigError
+
+    def my_backbone() -> nn.Module:
+        return nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten())
+
+    run = Run.create(tmp_path / "mine", data="fashion-mnist", model=my_backbone, strategy="bald", mc_samples=3,
+                     **ONE_ROUND)
+    batch = run.query()
+    assert run.config.model_class == "python:test_a_python_backbone_runs_and_must_be_given_again_to_reopen.<locals>.my_backbone"
+    assert len(batch) == 10 and run.rounds[0].test_accuracy is not None
+    with pytest.raises(ConfigError, match="open it from Python with Run.open"):
+        Run.open(run.run_dir)
+    assert Run.open(run.run_dir, model=my_backbone).query().ids.tolist() == batch.ids.tolist()

@@ -309,8 +309,14 @@ def check_train_mode(mode: str, *, pretrained: bool, weights: str | None) -> Non
     check(mode, pretrained=pretrained, weights=weights)
 
 
+#: Model names of this form stand for a network a Python caller passes to activelab.Run itself.
+PYTHON_MODEL_PREFIX = "python:"
+
+
 def check_model_name(name: str) -> None:
     """Raise the models module's ConfigError (with the closest name) when ``name`` is not a known model."""
+    if str(name).startswith(PYTHON_MODEL_PREFIX):
+        return
     from activelab.models import check_model
 
     check_model(name)

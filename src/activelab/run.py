@@ -25,15 +25,16 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 from activelab import environment
 from activelab.auxiliary import discriminator_unlabelled, transfer_wrongness
 from activelab.callbacks import Callback, LabelEvent, StoreCallback, TrackerCallback
-from activelab.config import CONFIG_FILE, RunConfig
+from activelab.config import CONFIG_FILE, PYTHON_MODEL_PREFIX, RunConfig
 from activelab.data.base import UNLABELLED, Dataset
 from activelab.data.sources import get_source
 from activelab.data.state import LabelState
@@ -119,14 +120,21 @@ class Run:
     ``callbacks`` are told about every step after the results store (always on) has been.
     """
 
-    def __init__(self, config: RunConfig, *, callbacks: Sequence[Callback] = ()):
+    def __init__(self, config: RunConfig, *, callbacks: Sequence[Callback] = (),
+                 model: Callable[[], nn.Module] | None = None):
         config = config.validated()
         self.config = config
         self.strategy = get_strategy(config.sampling_method)
         data_dir = Path(config.data_dir) if config.data_dir else None
         self.dataset = get_source(config.data_class).load(data_dir, **config.source_options())
-        check_model(config.model_class, self.dataset.input_shape, pretrained=config.pretrained,
-                    weights=Path(config.weights) if config.weights else None)
+        self.model_factory = model
+        if config.model_class.startswith(PYTHON_MODEL_PREFIX):
+            if model is None:
+                raise ConfigError(f"this run trains the Python model {config.model_class[len(PYTHON_MODEL_PREFIX):]}; "
+                                  "open it from Python with Run.open(run_dir, model=...) and the same model.")
+        else:
+            check_model(config.model_class, self.dataset.input_shape, pretrained=config.pretrained,
+                        weights=Path(config.weights) if config.weights else None)
         self.run_dir = _prepare_run_dir(config)
         self.settings = TrainSettings(
             max_epochs=config.max_epochs, lr=config.lr, batch_size=config.batch_size, patience=config.patience,
@@ -140,25 +148,34 @@ class Run:
         self._emit("on_open")
 
     @classmethod
-    def create(cls, run_dir: str | Path, *, data: str, data_dir: str | Path | None = None, model: str = "cnn",
-               strategy: str = "margin", seed: int = 0, callbacks: Sequence[Callback] = (), **options) -> "Run":
+    def create(cls, run_dir: str | Path, *, data: str, data_dir: str | Path | None = None,
+               model: str | Callable[[], nn.Module] = "cnn", strategy: str = "margin", seed: int = 0,
+               callbacks: Sequence[Callback] = (), **options) -> "Run":
         """Create the run in ``run_dir`` (or open it, when it holds a run with the same settings).
 
-        ``options`` are any other :class:`~activelab.config.RunConfig` fields, for example
-        ``n_train_images=0`` to start without labels and label a first random batch.
+        ``model`` is a model name (``cnn``, ``resnet18``, ``torchvision:NAME``, ``timm:NAME``) or a callable
+        that builds your own network: an :class:`~activelab.models.ActiveModel` (for example
+        ``ActiveModel.from_classifier(net, embedding_layer="avgpool", input_shape=...)``), or any
+        ``nn.Module`` mapping images to features, which gets activelab's dropout head. It is called once per
+        round after seeding torch, and must be passed again to :meth:`open`. ``options`` are any other
+        :class:`~activelab.config.RunConfig` fields, e.g. ``n_train_images=0`` to start without labels.
         """
         run_dir = Path(run_dir)
+        factory = None if isinstance(model, str) else model
+        if factory is not None:
+            model = PYTHON_MODEL_PREFIX + getattr(factory, "__qualname__", type(factory).__name__)
         config = RunConfig(data_class=data, data_dir=None if data_dir is None else str(data_dir), model_class=model,
                            sampling_method=strategy, seed=seed, out=str(run_dir.parent), run_name=run_dir.name,
                            **options)
-        return cls(config, callbacks=callbacks)
+        return cls(config, callbacks=callbacks, model=factory)
 
     @classmethod
-    def open(cls, run_dir: str | Path, *, callbacks: Sequence[Callback] = (), **changes) -> "Run":
+    def open(cls, run_dir: str | Path, *, callbacks: Sequence[Callback] = (),
+             model: Callable[[], nn.Module] | None = None, **changes) -> "Run":
         """Open the run in ``run_dir`` with its saved settings (``changes`` may set those that do not change
-        results: ``num_workers``, ``progress``, ``al_iter``)."""
+        results: ``num_workers``, ``progress``, ``al_iter``, ``trackers``); ``model`` as for :meth:`create`."""
         config = RunConfig.load_saved(Path(run_dir))
-        return cls(dataclasses.replace(config, **changes), callbacks=callbacks)
+        return cls(dataclasses.replace(config, **changes), callbacks=callbacks, model=model)
 
     # ------------------------------------------------------------------ what the run holds
     @property
@@ -346,8 +363,13 @@ class Run:
     def _new_model(self, round_index: int) -> ActiveModel:
         config, dataset = self.config, self.dataset
         torch.manual_seed(stream_seed(config.seed, round_index, _TRAIN))
-        model = build_model(config.model_class, dataset.input_shape, dataset.num_classes,
-                            pretrained=config.pretrained, weights=Path(config.weights) if config.weights else None)
+        if self.model_factory is None:
+            model = build_model(config.model_class, dataset.input_shape, dataset.num_classes,
+                                pretrained=config.pretrained, weights=Path(config.weights) if config.weights else None)
+        else:
+            model = self.model_factory()
+            if not isinstance(model, ActiveModel):
+                model = ActiveModel.from_backbone(model, dataset.num_classes, dataset.input_shape)
         return set_train_mode(model, config.train_mode)
 
     def _fit(self) -> RoundRecord:
