@@ -8,7 +8,7 @@ import torchvision
 
 from activelab.errors import ConfigError, DatasetNotFoundError
 from activelab.models import build_model, check_model
-from activelab.models.resnet import adapt_first_conv
+from activelab.models.surgery import adapt_first_conv
 
 
 @pytest.mark.parametrize("name, shape", [("cnn", (1, 28, 28)), ("cnn", (3, 8, 8)), ("resnet18", (11, 65, 65)),
@@ -68,7 +68,7 @@ def test_unknown_model_and_bad_inputs():
         build_model("vgg", (1, 28, 28), 10)
     with pytest.raises(ConfigError, match="at least 8x8"):
         build_model("cnn", (1, 4, 4), 10)
-    with pytest.raises(ConfigError, match="no pretrained"):
+    with pytest.raises(ConfigError, match="no ImageNet weights"):
         build_model("cnn", (1, 28, 28), 10, pretrained=True)
 
 

@@ -135,16 +135,13 @@ def test_any_sequence_of_adds_keeps_the_ledger_consistent(tmp_path_factory, seed
 
 def test_every_strategy_starts_from_the_same_splits_and_initial_labels_for_a_seed(tmp_path, fashion):
     """Comparisons between strategies are paired: only the strategy differs between runs with one seed."""
-    from activelab.config import RunConfig
-    from activelab.loop import _load_or_create_state
+    from activelab.run import Run
     from activelab.strategies import registry
 
     seen = {}
-    for name, strategy in registry().items():
-        config = RunConfig(sampling_method=name, n_train_images=50, n_val=200, n_test=300, seed=7,
-                           out=str(tmp_path), run_name=name)
-        (tmp_path / name).mkdir()
-        state = _load_or_create_state(config, fashion, strategy, tmp_path / name)
+    for name in registry():
+        state = Run.create(tmp_path / name, data="fashion-mnist", strategy=name, n_train_images=50, n_val=200,
+                           n_test=300, seed=7, progress=False).state
         parts = (state.test_ids, state.val_ids, state.holdout_ids, state.train_ids, state.labelled_ids)
         seen[name] = [part.tolist() for part in parts]
     reference = seen.pop("random")

@@ -36,6 +36,19 @@ BROKEN_PIPE_EXIT = 141
 
 FAMILIES = ("baseline", "uncertainty", "bayesian", "batch", "diversity", "hybrid", "auxiliary")
 
+#: ``activelab label``'s actions (exactly one per call): flag -> help text.
+LABEL_ACTIONS = {
+    "--labels": "CSV with columns id,label (class name or index) for items the dataset has no label for; rows "
+                "with an empty label are left for later, so a filled-in `activelab query --to` file imports as it is",
+    "--skip": "CSV with an id column: pending items to return to the pool, not offered again by this model",
+    "--relabel": "CSV with columns id,label: corrected labels of labelled items",
+    "--remove": "CSV with an id column: labelled items whose labels are taken back (they return to the pool)",
+}
+#: The Run step behind each action of ``activelab label``.
+LABEL_OPERATIONS = {"--labels": "teach", "--skip": "skip", "--relabel": "relabel", "--remove": "remove"}
+#: Columns of the batch file ``activelab query --to`` writes (``label`` left empty for a person).
+BATCH_COLUMNS = ["rank", "id", "key", "score", "guess", "confidence", "label"]
+
 
 # ------------------------------------------------------------------------------------------ parser
 
@@ -226,15 +239,37 @@ def build_parser() -> _Parser:
     export.add_argument("--pending", action="store_true",
                         help="the pending items that need a person's label (rank, id, key, score and an empty "
                              "label column), to fill in and import with `activelab label`")
-    label = _subcommand(parser, commands, "label", "add labels a person gave (CSV id,label) to a run's ledger")
-    label.add_argument("run_dir", metavar="RUN_DIR", help="the run directory")
-    label.add_argument("--labels", metavar="FILE", required=True,
-                       help="CSV with columns id,label (class name or index)")
-    label.add_argument("--annotator", metavar="NAME", default=None,
-                       help="who gave the labels, kept in the run's history (default: your user name)")
+    _add_people_parsers(parser, commands)
     fetch = _subcommand(parser, commands, "fetch", "make sure a downloadable dataset is on this machine")
     fetch.add_argument("dataset", choices=["fashion-mnist", "mnist"], help="the dataset")
     return parser
+
+
+def _add_people_parsers(parser: _Parser, commands: argparse._SubParsersAction) -> None:
+    """``query``, ``label`` and ``status``: the commands of a person labelling a run's images."""
+    query = _subcommand(parser, commands, "query", "choose the next images a person should label (the model "
+                        "is trained first when the labels changed)")
+    query.add_argument("run_dir", metavar="RUN_DIR", help="the run directory")
+    query.add_argument("--n", metavar="N", type=int, default=None,
+                       help="how many images to choose (default: the run's --al-samples-per-iter)")
+    query.add_argument("--to", metavar="FILE", default=None,
+                       help="also write the batch to FILE: .csv (rank,id,key,score,guess,confidence and an empty "
+                            "label column to fill in for `activelab label --labels`) or .json")
+    query.add_argument("--sheet", metavar="FILE.png", default=None,
+                       help="also draw the batch's images as a PNG contact sheet, captioned with rank, id and "
+                            "the model's guess")
+    query.add_argument("--quiet", action="store_true", help="no progress bars or progress lines, results only")
+    label = _subcommand(parser, commands, "label", "record a person's decisions in a run's ledger: labels, "
+                        "skips, corrections or removals (one kind per call)")
+    label.add_argument("run_dir", metavar="RUN_DIR", help="the run directory")
+    for flag, text in LABEL_ACTIONS.items():
+        label.add_argument(flag, metavar="FILE", default=None, help=text)
+    label.add_argument("--annotator", metavar="NAME", default=None,
+                       help="who decided, kept in the run's history (default: your user name)")
+    status = _subcommand(parser, commands, "status", "show a run's labels per class, pending images, latest "
+                         "model and recent changes")
+    status.add_argument("run_dir", metavar="RUN_DIR", help="the run directory")
+    status.add_argument("--json", action="store_true", help="print everything as JSON")
 
 
 def _add_runs_parser(parser: _Parser, commands: argparse._SubParsersAction) -> None:
@@ -478,7 +513,9 @@ def _pending(run: dict, out: str) -> tuple[list[dict], str | None]:
     scores = list(state.pending.get("scores") or [None] * len(ids))
     keys, needs, note = [None] * len(ids), [None] * len(ids), None
     try:
-        dataset = _dataset_of(run_dir)
+        from activelab.labelling import offline_dataset
+
+        dataset = offline_dataset(RunConfig.load_saved(run_dir))
     except UserError as error:
         note = f"keys unavailable: {error}"
     else:
@@ -490,18 +527,6 @@ def _pending(run: dict, out: str) -> tuple[list[dict], str | None]:
              "rank": rank, "id": item, "key": key, "score": score, "needs_label": need, "label": ""}
             for rank, (item, key, score, need) in enumerate(zip(ids, keys, scores, needs))]
     return rows, note
-
-
-def _dataset_of(run_dir: Path):
-    """The dataset of the run in ``run_dir``, loaded as the run loads it (never downloading)."""
-    from activelab.data.sources import get_source
-
-    config = RunConfig.load_saved(run_dir)
-    source = get_source(config.data_class)
-    options = config.source_options()
-    if "download_missing" in source.options:
-        options.setdefault("download_missing", False)
-    return source.load(Path(config.data_dir) if config.data_dir else None, **options)
 
 
 def command_runs(args: argparse.Namespace) -> int:
@@ -639,12 +664,191 @@ def command_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def command_label(args: argparse.Namespace) -> int:
-    from activelab.labelling import import_labels
+# ------------------------------------------------------------------------------------------ people
 
-    count = import_labels(Path(args.run_dir), Path(args.labels), annotator=args.annotator)
-    print(f"recorded {count} label(s) in {Path(args.run_dir) / 'state.json'}; continue with "
-          f"`activelab run --resume {args.run_dir}`")
+
+def _output_path(target: str | None, flag: str, suffixes: tuple[str, ...]) -> Path | None:
+    """``target`` as a Path after checking its suffix and that it can be written (nothing is written yet)."""
+    if target is None:
+        return None
+    path = Path(target)
+    if path.suffix.lower() not in suffixes:
+        raise ConfigError(f"{flag} {path} must end in {' or '.join(suffixes)}, the format it is written in.")
+    if path.is_dir():
+        raise ConfigError(f"cannot write {path}: it is a directory.")
+    if not path.parent.is_dir():
+        raise ConfigError(f"cannot write {path}: the folder {path.parent} does not exist.")
+    return path
+
+
+def _clipped(text: str, width: int) -> str:
+    """``text`` cut to ``width`` columns, keeping its end (where a file name is) behind '...'."""
+    return text if len(text) <= width else "..." + text[len(text) - width + 3:]
+
+
+def _batch_table(rows: list[dict]) -> list[str]:
+    """The batch as table lines of at most :data:`WIDTH` columns: rank, id, score, guess, confidence, key."""
+    head = f"{'rank':>4} {'id':>8} {'score':>9}  {'guess':<16} {'conf':>6}  "
+    lines = [head + "key"]
+    for row in rows:
+        score = "-" if row["score"] is None else f"{row['score']:.4g}"
+        guess = "-" if row["guess"] is None else _clipped(row["guess"], 16)
+        confidence = "-" if row["confidence"] is None else f"{100 * row['confidence']:.1f}%"
+        start = f"{row['rank']:>4} {row['id']:>8} {score:>9}  {guess:<16} {confidence:>6}  "
+        lines.append(start + _clipped(row["key"], WIDTH - len(start)))
+    return lines
+
+
+def command_query(args: argparse.Namespace) -> int:
+    from activelab.data.base import UNLABELLED
+    from activelab.io import atomic_write_bytes
+    from activelab.loop import ORACLE
+    from activelab.run import Run
+
+    to = _output_path(args.to, "--to", (".csv", ".json"))
+    sheet_path = _output_path(args.sheet, "--sheet", (".png",))
+    if args.n is not None and args.n < 1:
+        raise ConfigError(f"--n must be at least 1, got {args.n}.")
+    run = Run.open(Path(args.run_dir), progress=not args.quiet)
+    previous = run.pending
+    batch = run.query(args.n)
+    known = run.dataset.labels[batch.ids] != UNLABELLED
+    if known.any():  # the dataset is the oracle for what it knows, as in a simulated run
+        run.teach(batch.ids[known], run.dataset.labels[batch.ids[known]], annotator=ORACLE)
+        print(_wrapped("", f"{int(known.sum())} of the {len(batch)} selected image(s) already have a label in the "
+                       "dataset and were taught from it.", 0))
+        if run.pending is None:
+            print("nothing is left to label in this selection; run `activelab query` again for the next one.")
+            return 0
+        batch = run.pending
+    rows = batch.to_rows()
+    source = "chosen at random as there is no model yet" if batch.round < 0 else \
+        f"chosen by round {batch.round}'s model with {batch.strategy}, most informative first"
+    print(_wrapped("", f"{len(batch)} image(s) to label, {source}:", 0))
+    print("\n".join(_batch_table(rows)))
+    if previous is not None and previous.round == batch.round and previous.ids.tolist() == batch.ids.tolist():
+        print(_wrapped("", "this selection was made before and still waits; label or skip these images (or change "
+                       "the labels) to get a new one.", 0))
+    if to is not None:
+        if to.suffix.lower() == ".json":
+            document = {"run": run.config.name, "round": batch.round, "strategy": batch.strategy,
+                        "items": [{**row, "label": None} for row in rows]}
+            text = json.dumps(document, indent=1) + "\n"
+        else:
+            text = _serialise([{**row, "label": ""} for row in rows], BATCH_COLUMNS, "csv")
+        atomic_write_bytes(to, text.encode())
+        print(_wrapped("", f"wrote {len(rows)} item(s) to {to}", 0))
+    if sheet_path is not None:
+        from activelab.sheet import batch_sheet, png_bytes
+
+        atomic_write_bytes(sheet_path, png_bytes(batch_sheet(batch, run.dataset)))
+        print(_wrapped("", f"wrote a contact sheet of {len(batch)} image(s) to {sheet_path}", 0))
+    target = to if to is not None and to.suffix.lower() == ".csv" else "FILE.csv"
+    print(_wrapped("", f"next: fill in the label column and run `activelab label {args.run_dir} --labels {target}` "
+                   "(or --skip FILE for images you cannot label).", 0))
+    return 0
+
+
+def command_label(args: argparse.Namespace) -> int:
+    from activelab.labelling import apply_file
+
+    given = [flag for flag in LABEL_ACTIONS if getattr(args, flag[2:]) is not None]
+    if len(given) != 1:
+        choices = ", ".join(LABEL_ACTIONS)
+        raise ConfigError(f"give only one of {choices} per call, got {' and '.join(given)}." if given else
+                          f"give one of {choices} (see `activelab label --help`).")
+    flag = given[0]
+    applied = apply_file(Path(args.run_dir), LABEL_OPERATIONS[flag], Path(getattr(args, flag[2:])),
+                         annotator=args.annotator)
+    count = applied.ids.size
+    done = {"teach": f"recorded {count} label(s)", "skip": f"skipped {count} pending item(s)",
+            "relabel": f"corrected {count} label(s)", "remove": f"removed the labels of {count} item(s)"}[applied.op]
+    by = f" by {applied.annotator}" if applied.annotator else ""
+    later = f"; {applied.left_for_later} row(s) with an empty label were left for later" \
+        if applied.left_for_later else ""
+    print(_wrapped("", f"{done}{by}{later}.", 0))
+    if applied.op == "skip":
+        hint = (f"the current model does not offer them again; `activelab query {args.run_dir}` shows what is "
+                "still pending.")
+    else:
+        hint = (f"next: `activelab query {args.run_dir}` trains on the new labels and chooses the next images, or "
+                f"`activelab run --resume {args.run_dir}` continues the experiment.")
+    print(_wrapped("", hint, 0))
+    return 0
+
+
+def _status_text(status: dict) -> list[str]:
+    """``activelab status`` for a person: at most :data:`WIDTH` columns a line."""
+    from activelab.labelling import STATUS_ITEMS
+
+    lines = [f"run {status['run']}: {status['strategy']} on {status['dataset']} with {status['model']}, "
+             f"seed {status['seed']}", _wrapped("  directory: ", status["run_dir"], 13)]
+    labelled = status["labelled"]
+    lines.append(f"labelled: {labelled['total']} (pool: {status['pool']} unlabelled left; validation "
+                 f"{status['val']}, test {status['test']})")
+    width = max([8, *(len(name) for name in labelled["per_class"])])
+    for name, count in labelled["per_class"].items():
+        lines.append(f"  {_clipped(name, 40):<{min(width, 40)}} {count:>7}")
+    last = status["last_round"]
+    if last is None:
+        lines.append("model: none yet" + (" (`activelab query` trains one on the labels)" if labelled["total"]
+                                          else " (label a first batch, see `activelab query`)"))
+    else:
+        if last["seconds_evaluate"] is None:
+            metrics = "not evaluated yet"
+        elif status["test"]:
+            metrics = (f"test accuracy {_percent(last['test_accuracy'])}, macro-F1 {_percent(last['test_macro_f1'])}"
+                       f" on {status['test']} test images")
+        else:
+            metrics = "no test split"
+        validation = f", validation accuracy {_percent(last['val_accuracy'])}" if last["val_accuracy"] is not None \
+            else ""
+        lines.append(_wrapped("model: ", f"round {last['round']} trained on {last['n_labelled']} labels; "
+                              f"{metrics}{validation}", 7))
+    if status["stale"] and last is not None:
+        lines.append(_wrapped("  ", f"stale: the labels changed since round {last['round']} was trained; "
+                              f"`activelab query` trains round {last['round'] + 1} first.", 2))
+    elif last is not None:
+        lines.append("  up to date: trained on the current labels")
+    pending = status["pending"]
+    if pending is None:
+        lines.append("pending: nothing waits for a label")
+    else:
+        chooser = "chosen at random" if pending["round"] < 0 else f"round {pending['round']}, {pending['strategy']}"
+        lines.append(f"pending: {pending['count']} image(s) wait for a label ({chooser})")
+        lines.append(f"  {'rank':>4} {'id':>8}  key")
+        for row in pending["items"][:STATUS_ITEMS]:
+            start = f"  {row['rank']:>4} {row['id']:>8}  "
+            lines.append(start + _clipped(row["key"] or "?", WIDTH - len(start)))
+        if pending["count"] > STATUS_ITEMS:
+            lines.append(f"  ... and {pending['count'] - STATUS_ITEMS} more (`activelab query RUN_DIR --to FILE` "
+                         "lists them all)")
+    skipped = status["skipped_this_round"]
+    lines.append(_wrapped("skipped this round: ", f"{len(skipped)}" + (f" (ids {', '.join(map(str, skipped))})"
+                                                                    if skipped else ""), 2))
+    history = status["history"]
+    if history:
+        shown = history[-STATUS_ITEMS:]
+        lines.append(f"history: the last {len(shown)} of {len(history)} change(s) to the labels")
+        lines.append(f"  {'time':<25} {'op':<8} {'items':>6}  annotator")
+        for event in shown:
+            start = f"  {event['time']:<25} {event['op']:<8} {len(event['ids']):>6}  "
+            lines.append(start + _clipped(str(event.get("annotator") or "-"), WIDTH - len(start)))
+    else:
+        lines.append("history: no labels changed yet")
+    if status["note"]:
+        lines.append(_wrapped("note: ", status["note"], 6))
+    return lines
+
+
+def command_status(args: argparse.Namespace) -> int:
+    from activelab.labelling import status
+
+    summary = status(Path(args.run_dir))
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        print("\n".join(_status_text(summary)))
     return 0
 
 
@@ -658,8 +862,8 @@ def command_fetch(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": command_run, "demo": command_demo, "strategies": command_strategies,
-            "datasets": command_datasets, "runs": command_runs, "export": command_export, "label": command_label,
-            "fetch": command_fetch}
+            "datasets": command_datasets, "runs": command_runs, "export": command_export, "query": command_query,
+            "label": command_label, "status": command_status, "fetch": command_fetch}
 
 
 # ------------------------------------------------------------------------------------------ main

@@ -485,7 +485,9 @@ def unlabelled_in(dataset: Dataset, ids: np.ndarray) -> np.ndarray:
 
 
 def _progress(run: Run, round_index: int, step: str) -> None:
-    log.info("round %d/%d: %s", round_index, run.config.al_iter, step)
+    """Log ``round k/N: step``; rounds past the planned ``al_iter`` (a person's labelling) have no ``/N``."""
+    planned = f"/{run.config.al_iter}" if round_index <= run.config.al_iter else ""
+    log.info("round %d%s: %s", round_index, planned, step)
 
 
 def _load_weights(path: Path) -> dict:
