@@ -7,15 +7,10 @@ import sys
 
 import pytest
 
+from cli_helpers import run_cli
 from activelab.cli import main
 
 SMALL = ["--pool-size", "300", "--n-test", "200", "--n-val", "50", "--max-epochs", "1", "--quiet"]
-
-
-def run_cli(capsys, *argv):
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_strategies_lists_every_registered_strategy(capsys):

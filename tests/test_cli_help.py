@@ -6,21 +6,8 @@ import re
 
 import pytest
 
+from cli_helpers import run_cli, assert_one_sentence
 from activelab.cli import build_parser, config_from_args, main
-
-
-def run_cli(capsys, *argv):
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_one_sentence(code, out, err, *fragments):
-    assert code == 2
-    assert err.startswith("activelab: error: ") and err.count("\n") == 1, err
-    assert "Traceback" not in out + err
-    for fragment in fragments:
-        assert fragment in err, err
 
 
 def test_version(capsys):

@@ -7,17 +7,12 @@ import json
 
 import pytest
 
+from cli_helpers import run_cli
 from activelab.cli import build_parser, config_from_args, main
 from activelab.config import STUDY_QUERY_STRATEGIES, RunConfig
 from activelab.errors import ConfigError
 
 SMALL = ["--pool-size", "300", "--n-test", "200", "--n-val", "50", "--max-epochs", "1", "--quiet"]
-
-
-def run_cli(capsys, *argv):
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def refused(capsys, tmp_path, *argv) -> str:

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cli_helpers import run_cli
 from activelab.cli import WIDTH, _batch_table, main
 from activelab.sheet import PAD, THUMB, cell_size, contact_sheet, display_pixels, sheet_size
 
@@ -65,12 +66,6 @@ def copy_run(source: Path, tmp_path: Path) -> Path:
     target = tmp_path / "out" / "r"
     shutil.copytree(source, target)
     return target
-
-
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(arg) for arg in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def state(run_dir: Path) -> dict:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cli_helpers import run_cli, assert_one_sentence
 from activelab import cli
 from activelab.cli import main
 from activelab.config import RunConfig
@@ -28,20 +29,6 @@ from activelab.io import atomic_write_json
 from activelab.store import Store
 
 RUN = "digits-margin-cnn-seed0"
-
-
-def run_cli(capsys, *argv):
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_one_sentence(code, out, err, *fragments):
-    assert code == 2
-    assert err.startswith("activelab: error: ") and err.count("\n") == 1, err
-    assert "Traceback" not in out + err
-    for fragment in fragments:
-        assert fragment in err, err
 
 
 def snapshot(folder: Path) -> dict:
