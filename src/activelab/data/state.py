@@ -220,7 +220,8 @@ class LabelState:
         if labels is not None:
             pool = pool[np.asarray(labels)[pool] != UNLABELLED]
         if n > pool.size:
-            raise BudgetExceededError(f"`n_train_images`={n} must be <= the {pool.size} labelled items in the pool.")
+            raise BudgetExceededError(f"`n_train_images`={n} must be <= the {pool.size} labelled items in the pool "
+                                      "(with no labels yet, start with --n-train-images 0 and a random first batch).")
         rng = np.random.default_rng([self.seed, _SPLIT_STREAM, 1])
         if not balanced:
             return np.sort(rng.choice(pool, size=n, replace=False))
