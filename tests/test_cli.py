@@ -10,7 +10,7 @@ import pytest
 from cli_helpers import run_cli
 from activelab.cli import main
 
-SMALL = ["--pool-size", "300", "--n-test", "200", "--n-val", "50", "--max-epochs", "1", "--quiet"]
+SMALL = ["--pool-size", "300", "--n-test", "200", "--n-val", "50", "--max-epochs", "1", "--min-steps", "0", "--quiet"]
 
 
 def test_strategies_lists_every_registered_strategy(capsys):

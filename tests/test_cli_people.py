@@ -24,7 +24,7 @@ from activelab.sheet import PAD, THUMB, cell_size, contact_sheet, display_pixels
 
 CLASSES = {1: "trouser", 8: "bag"}  # Fashion-MNIST class index -> the class name in the listing
 PER_CLASS, LABELLED_PER_CLASS = 20, 8
-RUN = ["--data-class", "image-csv", "--n-train-images", "8", "--al-iter", "0", "--max-epochs", "1", "--n-val", "4",
+RUN = ["--data-class", "image-csv", "--n-train-images", "8", "--al-iter", "0", "--max-epochs", "1", "--min-steps", "0", "--n-val", "4",
        "--n-test", "4", "--n-holdout", "0", "--batch-size", "8", "--quiet", "--run-name", "r"]
 
 
@@ -146,7 +146,7 @@ def test_a_run_without_labels_gets_a_random_first_batch(made, tmp_path, capsys):
 
     run_dir = tmp_path / "out" / "z"
     Run.create(run_dir, data="image-csv", data_dir=made["data"] / "images.csv", n_train_images=0, n_val=4, n_test=4,
-               n_holdout=0, max_epochs=1, al_iter=0)
+               n_holdout=0, max_epochs=1, min_steps=0, al_iter=0)
     code, out, err = run_cli(capsys, "status", run_dir)
     assert code == 0 and "labelled: 0 " in out and "model: none yet" in out and "history: no labels changed" in out
     code, out, err = run_cli(capsys, "query", run_dir, "--n", 3, "--to", tmp_path / "first.csv",

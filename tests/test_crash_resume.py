@@ -20,7 +20,7 @@ from activelab.data.state import LabelState
 from activelab.runlock import RunLock
 
 FLAGS = ["run", "--sampling-method", "entropy", "--pool-size", "600", "--n-test", "300", "--n-val", "100",
-         "--n-train-images", "40", "--al-samples-per-iter", "30", "--al-iter", "2", "--max-epochs", "2",
+         "--n-train-images", "40", "--al-samples-per-iter", "30", "--al-iter", "2", "--max-epochs", "2", "--min-steps", "0",
          "--quiet", "--run-name", "crash"]
 
 # One run killed again and again, each time at the next point: (point, visit within that process).

@@ -14,7 +14,7 @@ from activelab.runlock import RunLock
 from activelab.store import Store
 
 BASE = dict(data_class="fashion-mnist", model_class="cnn", n_train_images=100, al_samples_per_iter=100,
-            al_iter=3, max_epochs=6, patience=3, n_val=300, n_test=1000, pool_size=2000, seed=0, progress=False)
+            al_iter=3, max_epochs=6, min_steps=0, patience=3, n_val=300, n_test=1000, pool_size=2000, seed=0, progress=False)
 
 
 @pytest.fixture(scope="module")

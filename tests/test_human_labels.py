@@ -12,7 +12,7 @@ from activelab.cli import main
 from activelab.data.state import LabelState
 
 RUN = ["run", "--data-class", "image-csv", "--n-val", "8", "--n-test", "8", "--n-train-images", "8",
-       "--al-samples-per-iter", "4", "--al-iter", "2", "--max-epochs", "1", "--quiet", "--run-name", "h"]
+       "--al-samples-per-iter", "4", "--al-iter", "2", "--max-epochs", "1", "--min-steps", "0", "--quiet", "--run-name", "h"]
 
 
 @pytest.fixture()

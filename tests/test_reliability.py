@@ -18,7 +18,7 @@ from activelab.io import atomic_write_bytes
 from activelab.runlock import RunLock
 
 SMALL = ["run", "--pool-size", "300", "--n-test", "100", "--n-val", "50", "--n-train-images", "20",
-         "--al-samples-per-iter", "10", "--al-iter", "1", "--max-epochs", "1", "--quiet", "--run-name", "r"]
+         "--al-samples-per-iter", "10", "--al-iter", "1", "--max-epochs", "1", "--min-steps", "0", "--quiet", "--run-name", "r"]
 
 
 def test_a_full_disk_during_a_save_leaves_the_previous_file_intact(tmp_path, monkeypatch):
@@ -140,7 +140,7 @@ def write_image_folder(root, corrupt: str | None = None):
 
 
 IMAGE_RUN = ["run", "--data-class", "image-folder", "--n-val", "8", "--n-test", "8", "--n-train-images", "8",
-             "--al-samples-per-iter", "4", "--al-iter", "2", "--max-epochs", "1", "--quiet", "--run-name", "img"]
+             "--al-samples-per-iter", "4", "--al-iter", "2", "--max-epochs", "1", "--min-steps", "0", "--quiet", "--run-name", "img"]
 
 
 @pytest.mark.parametrize("workers", ["0", "2"])

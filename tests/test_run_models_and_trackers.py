@@ -11,7 +11,7 @@ import torch
 from activelab.models import build_model
 from activelab.run import Run
 
-ONE_ROUND = dict(pool_size=300, n_test=100, n_val=50, n_train_images=30, al_samples_per_iter=10, max_epochs=1,
+ONE_ROUND = dict(pool_size=300, n_test=100, n_val=50, n_train_images=30, al_samples_per_iter=10, max_epochs=1, min_steps=0,
                  batch_size=16, seed=2, progress=False)
 
 

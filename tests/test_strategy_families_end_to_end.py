@@ -15,7 +15,7 @@ from activelab.loop import run_experiment
 from activelab.strategies import registry
 
 BASE = dict(data_class="fashion-mnist", model_class="cnn", n_train_images=40, al_samples_per_iter=20, al_iter=1,
-            max_epochs=5, n_val=100, n_test=200, pool_size=600, seed=1, mc_samples=4, n_holdout=100,
+            max_epochs=5, min_steps=0, n_val=100, n_test=200, pool_size=600, seed=1, mc_samples=4, n_holdout=100,
             progress=False)
 
 FAMILY_MEMBERS = ["bald", "batchbald", "variation_ratios", "power_bald", "mc_margin", "coreset", "badge",

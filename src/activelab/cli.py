@@ -240,6 +240,12 @@ def build_parser() -> _Parser:
                         help="the pending items that need a person's label (rank, id, key, score and an empty "
                              "label column), to fill in and import with `activelab label`")
     _add_people_parsers(parser, commands)
+    report = _subcommand(parser, commands, "report", "learning curves, AUBC and paired tests against random, as HTML")
+    report.add_argument("results_dir", metavar="RESULTS_DIR", help="a results folder (the --out of the runs)")
+    report.add_argument("--out", metavar="DIR", default="report", help="folder for index.html, PNGs and CSVs")
+    report.add_argument("--target", metavar="ACC", type=float, action="append", default=None,
+                        help="a test accuracy whose label cost is reported; repeatable (default: 0.7, 0.8, 0.9)")
+    report.add_argument("--seed", metavar="N", type=int, default=0, help="seed of the paired bootstrap")
     fetch = _subcommand(parser, commands, "fetch", "make sure a downloadable dataset is on this machine")
     fetch.add_argument("dataset", choices=["fashion-mnist", "mnist"], help="the dataset")
     return parser
@@ -861,7 +867,16 @@ def command_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": command_run, "demo": command_demo, "strategies": command_strategies,
+def command_report(args: argparse.Namespace) -> int:
+    from activelab.report import DEFAULT_TARGETS, write_report
+
+    page = write_report(Path(args.results_dir), Path(args.out), targets=args.target or DEFAULT_TARGETS,
+                        seed=args.seed)
+    print(f"report: {page}")
+    return 0
+
+
+COMMANDS = {"run": command_run, "report": command_report, "demo": command_demo, "strategies": command_strategies,
             "datasets": command_datasets, "runs": command_runs, "export": command_export, "query": command_query,
             "label": command_label, "status": command_status, "fetch": command_fetch}
 
