@@ -240,6 +240,15 @@ def build_parser() -> _Parser:
                         help="the pending items that need a person's label (rank, id, key, score and an empty "
                              "label column), to fill in and import with `activelab label`")
     _add_people_parsers(parser, commands)
+    sweep = _subcommand(parser, commands, "sweep", "run a sweep file: the cross product of its axes, resumable")
+    sweep.add_argument("file", metavar="FILE", help="the sweep file (.toml, .yaml)")
+    sweep.add_argument("--dry-run", action="store_true", help="list the cells and the work left; run nothing")
+    sweep.add_argument("--executor", choices=["local", "ray"], default="local", help="where the cells run")
+    sweep.add_argument("--ray-address", metavar="ADDRESS", default=None,
+                       help='"auto", HOST:PORT or ray://HOST:PORT (default: a local Ray instance)')
+    sweep.add_argument("--workers", metavar="N", type=int, default=None,
+                       help="cells at once (default: cores / cpus_per_cell)")
+    sweep.add_argument("--quiet", action="store_true", help="no progress line")
     report = _subcommand(parser, commands, "report", "learning curves, AUBC and paired tests against random, as HTML")
     report.add_argument("results_dir", metavar="RESULTS_DIR", help="a results folder (the --out of the runs)")
     report.add_argument("--out", metavar="DIR", default="report", help="folder for index.html, PNGs and CSVs")
@@ -867,6 +876,19 @@ def command_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_sweep(args: argparse.Namespace) -> int:
+    from activelab.sweep import dry_run, load_sweep, run_sweep
+
+    sweep = load_sweep(args.file)
+    if args.dry_run:
+        print(dry_run(sweep, workers=args.workers, executor=args.executor))
+        return 0
+    result = run_sweep(sweep, executor=args.executor, workers=args.workers, ray_address=args.ray_address,
+                       progress=not args.quiet)
+    print(result.summary())
+    return 0 if result.ok else 1
+
+
 def command_report(args: argparse.Namespace) -> int:
     from activelab.report import DEFAULT_TARGETS, write_report
 
@@ -876,7 +898,7 @@ def command_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": command_run, "report": command_report, "demo": command_demo, "strategies": command_strategies,
+COMMANDS = {"run": command_run, "sweep": command_sweep, "report": command_report, "demo": command_demo, "strategies": command_strategies,
             "datasets": command_datasets, "runs": command_runs, "export": command_export, "query": command_query,
             "label": command_label, "status": command_status, "fetch": command_fetch}
 

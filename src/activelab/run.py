@@ -35,7 +35,7 @@ from activelab import environment
 from activelab.auxiliary import discriminator_unlabelled, transfer_wrongness
 from activelab.callbacks import Callback, LabelEvent, StoreCallback, TrackerCallback
 from activelab.config import CONFIG_FILE, PYTHON_MODEL_PREFIX, RunConfig
-from activelab.data.base import UNLABELLED, Dataset
+from activelab.data.base import Dataset
 from activelab.data.sources import get_source
 from activelab.data.state import LabelState
 from activelab.data.transforms import augment_batch
@@ -344,11 +344,11 @@ class Run:
         if "p_wrong_N" in self.strategy.needs and state.holdout_ids.size < 2:
             raise ConfigError(f"strategy '{self.strategy.name}' needs a holdout split of at least 2 items, got "
                               f"{state.holdout_ids.size}; set --n-holdout.")
-        budget = config.n_train_images + config.al_iter * config.al_samples_per_iter
+        budget = labelling_budget(config)
         if budget > state.train_ids.size:
             raise BudgetExceededError(
-                f"the labelling budget n_train_images + al_iter * al_samples_per_iter = {budget} must be <= "
-                f"the pool size {state.train_ids.size}.")
+                f"the labelling budget of {budget} labels (initial labels, or a first random batch, plus al_iter "
+                f"batches of al_samples_per_iter) must be <= the pool size {state.train_ids.size}.")
         if config.n_train_images:
             initial = state.acquire_initial_ids(config.n_train_images, dataset.labels,
                                                 balanced=config.initial == "balanced")
@@ -479,9 +479,11 @@ class Run:
         return inputs
 
 
-def unlabelled_in(dataset: Dataset, ids: np.ndarray) -> np.ndarray:
-    """The ``ids`` whose label the dataset does not know (only a person can give it)."""
-    return ids[dataset.labels[ids] == UNLABELLED]
+def labelling_budget(config: RunConfig) -> int:
+    """Labels a simulated run of ``config`` acquires: the initial set (or, with none, a first random batch)
+    and ``al_iter`` batches."""
+    initial = config.n_train_images or config.al_samples_per_iter
+    return initial + config.al_iter * config.al_samples_per_iter
 
 
 def _progress(run: Run, round_index: int, step: str) -> None:
@@ -522,4 +524,4 @@ def _prepare_run_dir(config: RunConfig) -> Path:
     return run_dir
 
 
-__all__ = ["Batch", "Run", "stream_seed", "unlabelled_in"]
+__all__ = ["Batch", "Run", "labelling_budget", "stream_seed"]
