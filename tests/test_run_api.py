@@ -142,3 +142,12 @@ def test_labels_go_in_while_another_process_has_the_run_open_but_not_while_it_wr
     started = time.monotonic()
     run.teach(batch.ids[5:], fashion.labels[batch.ids[5:]])  # the writer's lock died with it
     assert run.pending is None and time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize("n_train_images, al_iter, expected", [(40, 2, 100), (0, 2, 90), (0, 0, 0), (40, 0, 40)])
+def test_the_labelling_budget_counts_a_first_random_batch_only_when_rounds_are_planned(n_train_images, al_iter,
+                                                                                        expected):
+    from activelab.run import labelling_budget
+
+    config = RunConfig(n_train_images=n_train_images, al_iter=al_iter, al_samples_per_iter=30)
+    assert labelling_budget(config) == expected

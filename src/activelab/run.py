@@ -481,7 +481,10 @@ class Run:
 
 def labelling_budget(config: RunConfig) -> int:
     """Labels a simulated run of ``config`` acquires: the initial set (or, with none, a first random batch)
-    and ``al_iter`` batches."""
+    and ``al_iter`` batches. A run with neither initial labels nor planned rounds is driven by hand, one
+    ``query(n)`` at a time, and each query checks its own ``n`` against the pool."""
+    if not config.n_train_images and not config.al_iter:
+        return 0
     initial = config.n_train_images or config.al_samples_per_iter
     return initial + config.al_iter * config.al_samples_per_iter
 
