@@ -104,6 +104,40 @@ def select_top(scores_N: np.ndarray, n: int, *, rng: np.random.Generator) -> Sel
     return Selection(chosen, scores_N[chosen])
 
 
+def _take(name: str, array: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """The pool items at ``positions`` of input ``name`` (the pool is axis 1 of ``probs_T_N_C``)."""
+    if name == "labelled_emb_M_D":
+        return array
+    taken = array[:, positions] if name == "probs_T_N_C" else array[positions]
+    return np.ascontiguousarray(taken)   # fancy indexing may lay the pool axis out first; reductions follow layout
+
+
+def select_top_refined(score: Callable[..., np.ndarray], arrays: Mapping[str, np.ndarray],
+                       options: Mapping[str, object], n: int, *, rng: np.random.Generator) -> Selection:
+    """:func:`select_top` of ``score``, computing the exact score only for the items that can make the cut.
+
+    ``score.approximate(**arrays, **options)`` returns cheap scores (float32, in chunks) and a bound
+    ``tol`` on their distance to the exact ones. If the n-th highest approximate score is ``a``, every
+    item whose exact score reaches the exact n-th score has an approximate score of at least ``a - 2 tol``:
+    those candidates (in pool order) get their exact score, and :func:`select_top` on them draws the same
+    random numbers on the same tied items as on the whole pool, so the selection and its scores are
+    identical to ``select_top(score(**arrays), n)``.
+    """
+    approx_N, tol = score.approximate(**arrays, **options)
+    n_pool = approx_N.shape[0]
+    if n >= n_pool:
+        return select_top(score(**arrays, **options), n, rng=rng)
+    threshold = np.partition(approx_N, n_pool - n)[n_pool - n]
+    if not np.isfinite(threshold) or not np.isfinite(approx_N).all():
+        return select_top(score(**arrays, **options), n, rng=rng)
+    candidates = np.flatnonzero(approx_N >= threshold - 2.0 * tol)
+    if candidates.size > n_pool // 2:
+        return select_top(score(**arrays, **options), n, rng=rng)
+    subset = {name: _take(name, np.asarray(array), candidates) for name, array in arrays.items()}
+    chosen = select_top(score(**subset, **options), n, rng=rng)
+    return Selection(candidates[chosen.positions], chosen.scores)
+
+
 @dataclass(frozen=True)
 class Strategy:
     """A registered strategy: the pure selection function plus what it needs and where it comes from."""
@@ -221,6 +255,8 @@ def register_score(name: str, score: Callable[..., np.ndarray], *, needs: tuple[
     def select(n: int, *, rng: np.random.Generator, **inputs: object) -> Selection:
         arrays = {need: inputs[need] for need in needs}
         chosen = {key: inputs.get(key, default) for key, default in options.items()}
+        if getattr(score, "approximate", None) is not None:
+            return select_top_refined(score, arrays, chosen, n, rng=rng)
         return select_top(score(**arrays, **chosen), n, rng=rng)
 
     add = register(name, needs=needs, family=family, description=description, reference=reference, **options)

@@ -27,18 +27,66 @@ import numpy as np
 from scipy.special import entr
 
 from activelab.strategies.base import chunk_slices, register_score
-from activelab.strategies.uncertainty import score_entropy, score_least_confidence, score_margin, score_ratio
+from activelab.strategies.uncertainty import (entropy_float32, entropy_tolerance, score_entropy,
+                                              score_least_confidence, score_margin, score_ratio)
 
 GAL = "Gal, Islam & Ghahramani 2017"
 
 
-def _per_chunk(score_chunk: Callable[[np.ndarray], np.ndarray], probs_T_N_C: np.ndarray) -> np.ndarray:
-    """Apply ``score_chunk`` to float64 copies of bounded chunks of the pool and join the scores."""
+def _per_chunk(score_chunk: Callable[[np.ndarray], np.ndarray], probs_T_N_C: np.ndarray, *,
+               dtype: type | None = np.float64, out_dtype: type = np.float64) -> np.ndarray:
+    """Apply ``score_chunk`` to bounded chunks of the pool (as ``dtype``; ``None`` keeps the input's) and join."""
+    probs_T_N_C = np.asarray(probs_T_N_C)
     n_passes, n_pool, n_classes = probs_T_N_C.shape
-    scores_N = np.empty(n_pool)
+    scores_N = np.empty(n_pool, dtype=out_dtype)
     for rows in chunk_slices(n_pool, n_passes * n_classes):
-        scores_N[rows] = score_chunk(np.asarray(probs_T_N_C[:, rows], dtype=np.float64))
+        chunk = probs_T_N_C[:, rows]
+        scores_N[rows] = score_chunk(chunk if dtype is None else np.asarray(chunk, dtype=dtype))
     return scores_N
+
+
+#: Elements per chunk of the float32 approximate passes (small enough to stay in cache).
+APPROX_CHUNK_ELEMENTS = 2**18
+_EPS32 = float(np.finfo(np.float32).eps)
+
+
+def _per_block_float32(score_chunk: Callable[[np.ndarray], np.ndarray], probs_T_N_C: np.ndarray) -> np.ndarray:
+    """Apply ``score_chunk`` to float32 chunks of at most ``APPROX_CHUNK_ELEMENTS`` and join the float32 scores."""
+    probs_T_N_C = np.asarray(probs_T_N_C)
+    n_passes, n_pool, n_classes = probs_T_N_C.shape
+    step = max(1, APPROX_CHUNK_ELEMENTS // max(1, n_passes * n_classes))
+    scores_N = np.empty(n_pool, dtype=np.float32)
+    for start in range(0, n_pool, step):
+        scores_N[start:start + step] = score_chunk(np.asarray(probs_T_N_C[:, start:start + step], dtype=np.float32))
+    return scores_N
+
+
+def _mean_tolerance(n_passes: int, n_classes: int) -> float:
+    """Bound (safety factor about 4) on what the float32 mean over T passes moves an entropy of the mean."""
+    return 4.0 * _EPS32 * n_passes * (n_classes + 1)
+
+
+def _mc_entropy_float32(probs_T_n_C: np.ndarray) -> np.ndarray:
+    return entropy_float32(probs_T_n_C.mean(axis=0))
+
+
+def _bald_float32(probs_T_n_C: np.ndarray) -> np.ndarray:
+    n_passes, n_items, n_classes = probs_T_n_C.shape
+    predictive = entropy_float32(probs_T_n_C.mean(axis=0))
+    expected = entropy_float32(probs_T_n_C.reshape(n_passes * n_items, n_classes)).reshape(n_passes, n_items)
+    return np.maximum(predictive - expected.mean(axis=0), 0.0)
+
+
+def _approximate_bald(probs_T_N_C: np.ndarray) -> tuple[np.ndarray, float]:
+    n_passes, _, n_classes = np.shape(probs_T_N_C)
+    tol = 2 * entropy_tolerance(n_classes) + _mean_tolerance(n_passes, n_classes)
+    return _per_block_float32(_bald_float32, probs_T_N_C), tol
+
+
+def _approximate_mc_entropy(probs_T_N_C: np.ndarray) -> tuple[np.ndarray, float]:
+    n_passes, _, n_classes = np.shape(probs_T_N_C)
+    tol = entropy_tolerance(n_classes) + _mean_tolerance(n_passes, n_classes)
+    return _per_block_float32(_mc_entropy_float32, probs_T_N_C), tol
 
 
 def expected_entropy(probs_T_N_C: np.ndarray) -> np.ndarray:
@@ -202,7 +250,7 @@ def score_variation_ratios(probs_T_N_C: np.ndarray) -> np.ndarray:
     .. [1] Freeman (1965), Elementary Applied Statistics.
     .. [2] Gal, Islam & Ghahramani (2017), Deep Bayesian active learning with image data.
     """
-    return _per_chunk(_variation_ratios_chunk, probs_T_N_C)
+    return _per_chunk(_variation_ratios_chunk, probs_T_N_C, dtype=None)   # argmax needs no float64 copy
 
 
 def score_mean_std(probs_T_N_C: np.ndarray) -> np.ndarray:
@@ -234,6 +282,9 @@ def _register_bayesian(name: str, score: Callable[[np.ndarray], np.ndarray], des
     register_score(name, score, needs=("probs_T_N_C",), family="bayesian", description=description,
                    reference=reference)
 
+
+score_bald.approximate = _approximate_bald
+score_mc_entropy.approximate = _approximate_mc_entropy
 
 _register_bayesian("bald", score_bald, "highest mutual information between label and weights (MC dropout)",
                    "Houlsby et al. 2011; " + GAL)
