@@ -446,7 +446,10 @@ class Run:
         selection = self.strategy(n, rng=rng, n_pool=pool.size, **inputs, **config.strategy_options())
         done = time.perf_counter()
         ids = pool[selection.positions]
-        probs = predict_probs(model, self.dataset, ids, batch_size=SCORE_BATCH, device=self.settings.device)
+        if "probs_N_C" in inputs:  # the strategy's pass already has the model's guesses
+            probs = inputs["probs_N_C"][selection.positions]
+        else:
+            probs = predict_probs(model, self.dataset, ids, batch_size=SCORE_BATCH, device=self.settings.device)
         record = state.rounds[round_index]
         record.seconds_score, record.seconds_select = scored - start, done - scored
         return {"round": round_index, "strategy": self.strategy.name, "ids": ids.tolist(),
