@@ -23,14 +23,13 @@ from pathlib import Path
 from activelab.config import (INITIAL_CHOICES, MONITORS, STUDY_QUERY_STRATEGIES, TRACKERS, TRAIN_MODES, RunConfig,
                               closest, unknown_name)
 from activelab.errors import ConfigError, StateError, UserError
+from activelab.store import STORE_NAME
 
 DEMO = dict(data_class="fashion-mnist", model_class="cnn", n_train_images=100, al_samples_per_iter=100,
             al_iter=4, max_epochs=10, patience=3, n_val=500, n_test=2000, pool_size=10000, seed=0)
 
 #: Width of listings and help (fits a 100-column terminal).
 WIDTH = 100
-#: The results store's file name in an ``--out`` folder (as written by :mod:`activelab.loop`).
-STORE_NAME = "activelab.sqlite"
 #: Exit code after the reader of stdout went away (``activelab runs | head``), as a shell reports SIGPIPE.
 BROKEN_PIPE_EXIT = 141
 
@@ -163,7 +162,7 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
           help="fewest optimiser steps per round: a small labelled set is repeated within an epoch")
     _flag(parser, "patience", metavar="N", type=int, default=defaults.patience,
           help="epochs without a better --monitor value before training stops")
-    _flag(parser, "monitor", choices=MONITORS, default=defaults.monitor,
+    _flag(parser, "monitor", choices=list(MONITORS), default=defaults.monitor,
           help="what early stopping and the choice of the best epoch watch")
     _flag(parser, "lr", metavar="RATE", type=float, default=defaults.lr, help="learning rate of Adam")
     _flag(parser, "batch-size", metavar="N", type=int, default=defaults.batch_size, help="training batch size")

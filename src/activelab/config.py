@@ -19,8 +19,8 @@ CONFIG_FILE = "config.json"
 
 #: How the initial labelled set is drawn: uniformly from the pool, or the same number from every class.
 INITIAL_CHOICES = ("random", "balanced")
-#: What early stopping and the choice of the best epoch may watch (see activelab.training).
-MONITORS = ("val_acc", "val_loss")
+#: What early stopping and the choice of the best epoch may watch, and which way is better.
+MONITORS = {"val_acc": "max", "val_loss": "min"}
 
 #: Experiment trackers (Lightning loggers, see activelab.trackers), in the order they are listed to a user.
 TRACKERS = ("csv", "tensorboard", "mlflow", "wandb")

@@ -92,8 +92,7 @@ def read_label_file(path: Path, dataset: Dataset, *, allow_empty: bool = True) -
     """
     path = Path(path)
     rows = _rows(path, ("id", "label"), "id,label")
-    index_of = {name: index for index, name in enumerate(dataset.class_names)}
-    index_of.update({str(index): index for index in range(dataset.num_classes)})
+    index_of = dataset.class_index()
     ids = _ids(path, rows)
     kept_ids, labels, empty = [], [], 0
     for item, (line, row) in zip(ids, rows):

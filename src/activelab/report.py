@@ -35,10 +35,8 @@ from activelab import stats
 from activelab.config import RESUMABLE_CHANGES
 from activelab.errors import ConfigError, StateError
 from activelab.io import atomic_write_bytes
-from activelab.store import Store
+from activelab.store import STORE_NAME, Store
 
-#: The file name of the results store inside a results folder.
-STORE_FILE = "activelab.sqlite"
 #: The baseline every strategy is compared with.
 BASELINE = "random"
 #: Accuracies whose label cost is reported unless others are asked for.
@@ -215,11 +213,11 @@ def load_runs(results_dir: Path) -> list[RunData]:
     if not results_dir.is_dir():
         problem = "is not a folder" if results_dir.exists() else "does not exist"
         raise ConfigError(f"the results folder {results_dir} {problem}.")
-    store = Store(results_dir / STORE_FILE)
+    store = Store(results_dir / STORE_NAME)
     rows = store._query("SELECT run_id, dataset, strategy, model, seed, status, created, config FROM runs "
                         "ORDER BY created, run_id")
     if not rows:
-        raise ConfigError(f"{results_dir} holds no activelab runs (no runs in {STORE_FILE}); "
+        raise ConfigError(f"{results_dir} holds no activelab runs (no runs in {STORE_NAME}); "
                           f"run `activelab run --out {results_dir}` first.")
     runs = {}
     for row in rows:

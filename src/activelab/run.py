@@ -48,12 +48,12 @@ from activelab.models.heads import ActiveModel
 from activelab.models.modes import set_train_mode
 from activelab.records import RoundRecord
 from activelab.runlock import RunLock
+from activelab.store import STORE_NAME
 from activelab.strategies import get_strategy
 from activelab.training import TrainSettings, evaluate, fit
 
 log = logging.getLogger(__name__)
 
-STORE_NAME = "activelab.sqlite"
 STATE_FILE = "state.json"
 _TRAIN, _SELECT, _MC, _FIRST = 1, 2, 3, 4
 #: The ``round`` of a selection made before any model exists (a first batch drawn at random).
@@ -319,9 +319,7 @@ class Run:
 
     def _class_indices(self, labels: Sequence[int | str]) -> np.ndarray:
         """Class indices of ``labels`` given as class names, indices or index strings."""
-        names = self.dataset.class_names
-        index_of = {name: index for index, name in enumerate(names)}
-        index_of.update({str(index): index for index in range(len(names))})
+        names, index_of = self.dataset.class_names, self.dataset.class_index()
         indices = []
         for label in np.asarray(labels, dtype=object).reshape(-1):
             key = str(int(label)) if isinstance(label, (int, np.integer)) and not isinstance(label, bool) else str(label)

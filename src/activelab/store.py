@@ -16,6 +16,9 @@ from pathlib import Path
 from activelab.errors import StateError
 from activelab.records import METRIC_COLUMNS, RoundRecord
 
+#: The results store's file name in a results folder (``--out``).
+STORE_NAME = "activelab.sqlite"
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, created TEXT NOT NULL, finished TEXT, status TEXT NOT NULL,

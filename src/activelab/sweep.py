@@ -60,13 +60,12 @@ from typing import Any, Iterable, TextIO
 from activelab.config import RunConfig, closest
 from activelab.errors import ConfigError, StateError, UserError
 from activelab.io import atomic_write_json
+from activelab.store import STORE_NAME
 
 #: The sweep's status file in its results folder: every cell's status, error and times.
 STATUS_FILE = "sweep-status.json"
 #: The folder of ``out`` that holds one results folder per cell.
 CELLS_DIR = "cells"
-#: The results store's file name in a results folder (the same as :data:`activelab.run.STORE_NAME`).
-STORE_NAME = "activelab.sqlite"
 #: The sections of a sweep file.
 SECTIONS = ("sweep", "fixed", "axes")
 #: The keys of the ``[sweep]`` section and what each must be.

@@ -34,6 +34,7 @@ with warnings.catch_warnings():
     from pytorch_lightning.tuner import Tuner
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from activelab.config import MONITORS
 from activelab.data.base import Dataset
 from activelab.data.loading import Augment, make_loader
 from activelab.faults import crash_point
@@ -124,10 +125,6 @@ class Classifier(pl.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.Adam(trainable_parameters(self.model), lr=self.lr)
-
-
-#: What early stopping and the choice of the best epoch may watch, and which way is better.
-MONITORS = {"val_acc": "max", "val_loss": "min"}
 
 
 class _ValidationHistory(pl.Callback):

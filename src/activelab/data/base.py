@@ -60,6 +60,12 @@ class Dataset(abc.ABC):
         """Boolean mask of the source's official test split, or None when it has none."""
         return None
 
+    def class_index(self) -> dict[str, int]:
+        """Class index by class name and by the index written as text, for labels a person gives."""
+        lookup = {name: index for index, name in enumerate(self.class_names)}
+        lookup.update({str(index): index for index in range(self.num_classes)})
+        return lookup
+
     def key(self, position: int) -> str:
         """Human-readable original identifier of an item (defaults to its position)."""
         return str(position)

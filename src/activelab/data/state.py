@@ -112,11 +112,6 @@ class LabelState:
         """Number of labelled training ids."""
         return int(self.labelled_ids.size)
 
-    @property
-    def next_round(self) -> int:
-        """The round the run continues with (one past the last round that has metrics)."""
-        return len(self.rounds)
-
     def skipped_in(self, round_index: int) -> np.ndarray:
         """Ids skipped during round ``round_index`` (they are not offered again in that round)."""
         return self.skipped_ids[self.skipped_rounds == round_index]
