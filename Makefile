@@ -23,7 +23,11 @@ data: $(STAMP)
 demo: $(STAMP) data
 	$(BIN)/activelab demo --out $(DEMO_OUT)
 
+# The tests drive real services: Label Studio in a virtualenv of its own and a headless chromium. Their
+# installs may fail (no registry, no apt-get); the tests that need them then skip and say why.
 test: $(STAMP) data
+	-bash scripts/ensure-label-studio.sh $(PYTHON) >/dev/null
+	-bash scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP) data
