@@ -151,3 +151,36 @@ def test_the_labelling_budget_counts_a_first_random_batch_only_when_rounds_are_p
 
     config = RunConfig(n_train_images=n_train_images, al_iter=al_iter, al_samples_per_iter=30)
     assert labelling_budget(config) == expected
+
+
+def test_labels_go_in_while_a_model_trains_and_the_round_keeps_what_it_trained_on(run, fashion):
+    from activelab.callbacks import Callback
+
+    extra = run.state.pool_ids[:3]
+    other = Run.open(run.run_dir)
+
+    class TeachWhileTraining(Callback):
+        """Teaches from another Run object when the trainer asks for its loggers: training has begun."""
+
+        def training_loggers(self, trainer_run, round_index):
+            other.teach(extra, fashion.labels[extra], annotator="during")  # refused if fit held the lock
+            return []
+
+    trainer = Run.open(run.run_dir, callbacks=[TeachWhileTraining()])
+    record = trainer.fit()
+    assert record.n_labelled == 40 and trainer.rounds[-1].n_labelled == 40
+    assert trainer.state.n_labelled == 43 and trainer.stale   # the model predates the 3 new labels
+    assert trainer.history[-1]["annotator"] == "during"
+
+
+def test_two_people_labelling_one_item_the_last_label_wins_and_both_are_in_the_history(run, fashion):
+    item = int(run.state.pool_ids[0])
+    first, second = Run.open(run.run_dir), Run.open(run.run_dir)
+    first.label([item], [fashion.class_names[0]], annotator="tab1")
+    second.label([item], [fashion.class_names[1]], annotator="tab2")
+    reopened = Run.open(run.run_dir)
+    assert reopened.labelled[item] == fashion.class_names[1]
+    assert [(event["op"], event["annotator"]) for event in reopened.history if item in event["ids"]] == [
+        ("teach", "tab1"), ("relabel", "tab2")]
+    reopened.unlabel([item], annotator="tab1")
+    assert item not in Run.open(run.run_dir).labelled and item in reopened.state.pool_ids

@@ -160,3 +160,57 @@ def test_balanced_initial_labels_take_the_same_number_from_every_class():
     assert np.array_equal(initial, state.acquire_initial_ids(10, labels, balanced=True))
     with pytest.raises(BudgetExceededError, match="class-balanced"):
         state.acquire_initial_ids(4 * 39 + 1, np.where(labels == 0, 4, labels), balanced=True)
+
+
+# ------------------------------------------------------------------ a growing dataset (the labelling app)
+
+
+def test_an_appendable_ledger_gives_new_items_the_next_ids_in_the_pool(tmp_path):
+    state = LabelState.create_appendable(0, seed=3, dataset_fingerprint="fp0")
+    assert state.pool_ids.size == 0 and state.test_ids.size == 0 and state.val_ids.size == 0
+    assert state.append_items(30, "fp30").tolist() == list(range(30))
+    state.add(np.array([4, 7]), np.array([1, 0]), 0)
+    assert state.append_items(45, "fp45").tolist() == list(range(30, 45))
+    assert state.pool_ids.tolist() == [item for item in range(45) if item not in (4, 7)]
+    assert (state.n_items, state.dataset_fingerprint) == (45, "fp45")
+    state.save(tmp_path / "state.json")
+    again = LabelState.load(tmp_path / "state.json")
+    assert again.n_items == 45 and again.test_labels.tolist() == [] and again.pool_ids.tolist() == state.pool_ids.tolist()
+    with pytest.raises(StateError, match="items were removed"):
+        state.append_items(40, "fp40")
+    with pytest.raises(StateError, match="fixed size"):
+        make_state().append_items(600, "fp")
+
+
+def test_a_fixed_ledger_is_saved_without_the_appendable_fields(tmp_path):
+    state = make_state()
+    assert "n_items" not in state.to_dict() and "test_labels" not in state.to_dict()
+    state.save(tmp_path / "state.json")
+    assert LabelState.load(tmp_path / "state.json").test_labels is None
+
+
+def test_test_items_are_drawn_at_random_from_free_pool_items_and_labelled_by_a_person():
+    state = LabelState.create_appendable(100, seed=5, dataset_fingerprint="fp")
+    state.add(np.arange(10), np.arange(10) % 3, 0)
+    state.pending = {"round": -1, "strategy": "random", "ids": [10, 11, 12], "scores": [None] * 3}
+    twin = LabelState.from_dict(state.to_dict())
+    chosen = state.draw_test(20, -1, annotator="ada")
+    assert chosen.tolist() == twin.draw_test(20, -1).tolist()  # seeded by the ledger alone
+    assert not np.isin(chosen, np.arange(13)).any()             # never labelled or pending items
+    assert not np.isin(chosen, state.pool_ids).any() and state.test_ids.tolist() == sorted(chosen.tolist())
+    assert (state.test_labels == UNLABELLED).all()
+    state.label_test(chosen[:2], np.array([2, 1]), -1, annotator="ada")
+    state.label_test(chosen[:1], np.array([0]), -1, annotator="bo")  # a later label wins
+    ids, labels = state.labelled_test
+    assert dict(zip(ids.tolist(), labels.tolist())) == {int(chosen[0]): 0, int(chosen[1]): 1}
+    assert state.events[-1]["previous"] == [2] and state.events[-1]["annotator"] == "bo"
+    state.unlabel_test(chosen[1:2], -1)
+    assert state.labelled_test[0].tolist() == [int(chosen[0])] and state.events[-1]["op"] == "remove-test"
+    more = state.draw_test(5, -1)
+    assert not np.isin(more, chosen).any() and state.test_ids.size == 25
+    with pytest.raises(ConfigError, match="not in the test set"):
+        state.label_test(np.array([0]), np.array([1]), -1)
+    with pytest.raises(BudgetExceededError, match="only"):
+        state.draw_test(1000, -1)
+    with pytest.raises(ConfigError, match="comes from its dataset"):
+        make_state().draw_test(1, -1)

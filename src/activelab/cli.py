@@ -256,6 +256,19 @@ def build_parser() -> _Parser:
     report.add_argument("--seed", metavar="N", type=int, default=0, help="seed of the paired bootstrap")
     fetch = _subcommand(parser, commands, "fetch", "make sure a downloadable dataset is on this machine")
     fetch.add_argument("dataset", choices=["fashion-mnist", "mnist"], help="the dataset")
+    serve = _subcommand(parser, commands, "serve", "start the labelling app for a project folder (upload, label, "
+                        "suggest, export) and print the URL that logs in")
+    serve.add_argument("--project", metavar="DIR", required=True, help="the project folder (created when missing)")
+    serve.add_argument("--host", metavar="HOST", default="127.0.0.1",
+                       help="address to bind; anything but 127.0.0.1 is reachable from other machines")
+    serve.add_argument("--port", metavar="P", type=int, default=8765, help="port to listen on")
+    serve.add_argument("--import-root", metavar="DIR", default=None,
+                       help="allow importing folders of images from under this folder on the server (default: off)")
+    from activelab.integrations.labelstudio import add_arguments as label_studio_arguments
+
+    label_studio_arguments(_subcommand(parser, commands, "label-studio-backend",
+                                       "answer Label Studio as its ML backend: predictions with a score per task, "
+                                       "retraining when annotations arrive"))
     return parser
 
 
@@ -897,9 +910,24 @@ def command_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_label_studio_backend(args: argparse.Namespace) -> int:
+    from activelab.integrations.labelstudio import main as label_studio_main
+
+    return label_studio_main(args)
+
+
+def command_serve(args: argparse.Namespace) -> int:
+    from activelab.app.server import serve
+
+    serve(Path(args.project), host=args.host, port=args.port,
+          import_root=Path(args.import_root) if args.import_root else None)
+    return 0
+
+
 COMMANDS = {"run": command_run, "sweep": command_sweep, "report": command_report, "demo": command_demo, "strategies": command_strategies,
             "datasets": command_datasets, "runs": command_runs, "export": command_export, "query": command_query,
-            "label": command_label, "status": command_status, "fetch": command_fetch}
+            "label": command_label, "status": command_status, "fetch": command_fetch, "serve": command_serve,
+            "label-studio-backend": command_label_studio_backend}
 
 
 # ------------------------------------------------------------------------------------------ main

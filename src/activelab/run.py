@@ -14,6 +14,21 @@ acquired in round ``k + 1``, the round whose model first trains on them.
 Every random choice of round ``k`` is seeded from ``(seed, k, purpose)`` alone, never from what ran
 before in the process, so a step repeated after a crash draws the same numbers: a resumed run ends with
 the same labels, selections and metrics as one that was never interrupted.
+
+Training does not hold the lock: :meth:`Run.fit` reads the labels under the lock, trains without it (a
+person keeps labelling meanwhile, possibly from another process) and records the round under the lock
+again. The round keeps the digest of the labels it was trained on, so a model whose labels changed while
+it trained is recorded as it is, and is stale. Within one process, threads sharing a run directory (the
+labelling app's requests and its training thread) wait for each other's steps instead of being refused:
+a per-directory lock serialises them before the OS-level lock is taken.
+
+A dataset may grow after the run exists (the labelling app's project): such a dataset says
+``appendable = True`` and gives ``fingerprint(n_items)``, the digest of its first ``n_items`` items. The
+run keeps an appendable ledger (:meth:`LabelState.create_appendable
+<activelab.data.state.LabelState.create_appendable>`): new items get the next ids and go to the pool
+(:meth:`Run.refresh`, and on opening); the test set is drawn at random from the unlabelled items
+(:meth:`Run.draw_test`) and labelled by a person (:meth:`Run.label`), and the model is evaluated on the
+test items a person has labelled.
 """
 
 from __future__ import annotations
@@ -22,6 +37,7 @@ import contextlib
 import dataclasses
 import io
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +51,7 @@ from activelab import environment
 from activelab.auxiliary import discriminator_unlabelled, transfer_wrongness
 from activelab.callbacks import Callback, LabelEvent, StoreCallback, TrackerCallback
 from activelab.config import CONFIG_FILE, PYTHON_MODEL_PREFIX, RunConfig
-from activelab.data.base import Dataset
+from activelab.data.base import UNLABELLED, Dataset
 from activelab.data.sources import get_source
 from activelab.data.state import LabelState
 from activelab.data.transforms import augment_batch
@@ -60,6 +76,17 @@ _TRAIN, _SELECT, _MC, _FIRST = 1, 2, 3, 4
 NO_MODEL = -1
 #: Scoring batch size of the pool pass.
 SCORE_BATCH = 256
+
+
+_DIRECTORY_LOCKS: dict[Path, threading.RLock] = {}
+_DIRECTORY_LOCKS_GUARD = threading.Lock()
+
+
+def _in_process_lock(run_dir: Path) -> threading.RLock:
+    """The lock that makes the threads of this process take turns on ``run_dir`` (one per directory)."""
+    key = Path(run_dir).resolve()
+    with _DIRECTORY_LOCKS_GUARD:
+        return _DIRECTORY_LOCKS.setdefault(key, threading.RLock())
 
 
 def stream_seed(seed: int, round_index: int, purpose: int) -> int:
@@ -125,8 +152,7 @@ class Run:
         config = config.validated()
         self.config = config
         self.strategy = get_strategy(config.sampling_method)
-        data_dir = Path(config.data_dir) if config.data_dir else None
-        self.dataset = get_source(config.data_class).load(data_dir, **config.source_options())
+        self.dataset = self._load_dataset()
         self.model_factory = model
         if config.model_class.startswith(PYTHON_MODEL_PREFIX):
             if model is None:
@@ -143,7 +169,7 @@ class Run:
             auto_lr=config.auto_lr)
         self.callbacks: list[Callback] = [StoreCallback(Path(config.out) / STORE_NAME),
                                           TrackerCallback(config.trackers), *callbacks]
-        with RunLock(self.run_dir):
+        with _in_process_lock(self.run_dir), RunLock(self.run_dir):
             self.state = self._load_or_create_state()
         self._emit("on_open")
 
@@ -206,9 +232,22 @@ class Run:
 
     # ------------------------------------------------------------------ steps
     def fit(self) -> RoundRecord:
-        """Train a new round's model on the current labels (or finish the one a crash interrupted)."""
+        """Train a new round's model on the current labels (or finish the one a crash interrupted).
+
+        The labels are read under the run's lock, the model trains without it, and the round is recorded
+        under the lock again (see the module's description).
+        """
         with self._step():
-            return self._fit()
+            plan = self._fit_plan()
+        if isinstance(plan, RoundRecord):
+            return plan
+        if plan.fit_record is None:
+            plan = self._train(plan)
+        with self._step():
+            record, recorded = self._record_fit(plan)
+        if recorded:
+            self._emit("on_fit_end", record)
+        return record
 
     def evaluate(self) -> RoundRecord:
         """Evaluate the latest model on the test split and record the metrics in its round."""
@@ -226,9 +265,11 @@ class Run:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ConfigError(f"`n`={n!r} must be a whole number >= 1.")
         with self._step():
+            must_fit = bool(self.state.n_labelled) and self.stale
+        if must_fit:
+            self.fit()
+        with self._step():
             state = self.state
-            if state.n_labelled and self.stale:
-                self._fit()
             if state.rounds and not state.rounds[-1].evaluated:
                 self._evaluate()
             round_index = len(state.rounds) - 1
@@ -243,20 +284,73 @@ class Run:
     def teach(self, ids: Sequence[int], labels: Sequence[int | str], *, annotator: str | None = None) -> None:
         """Record ``labels`` (class names or indices) for pool items ``ids``; other pending items stay pending."""
         with self._step():
-            state = self.state
             ids, labels = np.asarray(ids, dtype=np.int64).reshape(-1), self._class_indices(labels)
-            round_index = self._selection_round()
-            scores = self._pending_scores()
-            state.add(ids, labels, round_index + 1, annotator=annotator)
-            if round_index != NO_MODEL:
-                record = state.rounds[round_index]
-                record.selection_ids.extend(ids.tolist())
-                record.selection_scores.extend(scores.get(int(item)) for item in ids)
-                record.acquired = state.pending is None
+            round_index = self._teach(ids, labels, annotator)
             self._save()
             crash_point("labels-saved")
         self._emit("on_teach_end", LabelEvent("teach", round_index, ids, labels, annotator))
         crash_point("round-recorded")
+
+    def label(self, ids: Sequence[int], labels: Sequence[int | str], *, annotator: str | None = None) -> None:
+        """A person's labels for any of their items, in one step: pool items are taught, labelled items
+        relabelled (the last label wins; the history keeps every one) and test items take the label as
+        their test truth. The call a labelling interface makes, where two people may label one item."""
+        with self._step():
+            state = self.state
+            ids, labels = np.asarray(ids, dtype=np.int64).reshape(-1), self._class_indices(labels)
+            if ids.size != labels.size:
+                raise ConfigError(f"got {ids.size} ids but {labels.size} labels.")
+            test = np.isin(ids, state.test_ids) & (state.test_labels is not None)
+            relabel = np.isin(ids, state.labelled_ids)
+            teach = ~test & ~relabel
+            round_index = self._selection_round()
+            events = []
+            if test.any():
+                state.label_test(ids[test], labels[test], round_index, annotator=annotator)
+                events.append(LabelEvent("teach-test", round_index, ids[test], labels[test], annotator))
+            if relabel.any():
+                state.relabel(ids[relabel], labels[relabel], round_index, annotator=annotator)
+                events.append(LabelEvent("relabel", round_index, ids[relabel], labels[relabel], annotator))
+            if teach.any():
+                taught_round = self._teach(ids[teach], labels[teach], annotator)
+                events.append(LabelEvent("teach", taught_round, ids[teach], labels[teach], annotator))
+            self._save()
+        for event in events:
+            self._emit("on_teach_end", event)
+
+    def unlabel(self, ids: Sequence[int], *, annotator: str | None = None) -> None:
+        """Take back a person's labels of any of their items: training items return to the pool, test
+        items stay in the test set without a label (how a labelling interface undoes a first label)."""
+        with self._step():
+            state = self.state
+            ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+            test = np.isin(ids, state.test_ids) & (state.test_labels is not None)
+            round_index = self._selection_round()
+            if test.any():
+                state.unlabel_test(ids[test], round_index, annotator=annotator)
+            if (~test).any():
+                state.remove(ids[~test], round_index, annotator=annotator)
+            self._save()
+        if (~test).any():
+            self._emit("on_teach_end", LabelEvent("remove", round_index, ids[~test], None, annotator))
+
+    def draw_test(self, n: int, *, annotator: str | None = None) -> np.ndarray:
+        """Draw ``n`` random unlabelled items (none pending) into the test set of a run on a growing
+        dataset, for a person to label; the strategy never sees them. Returns their ids."""
+        with self._step():
+            chosen = self.state.draw_test(n, self._selection_round(), annotator=annotator)
+            self._save()
+        return chosen
+
+    def refresh(self) -> np.ndarray:
+        """Reload a growing dataset and put the items added since the ledger last saw it into the pool;
+        returns their ids (none for a dataset of fixed size)."""
+        with self._step():
+            self.dataset = self._load_dataset()
+            new = self._append_new_items(self.state)
+            if new.size:
+                self._save()
+        return new
 
     def skip(self, ids: Sequence[int], *, annotator: str | None = None) -> None:
         """Return pending ``ids`` to the pool; the current model does not offer them again."""
@@ -295,17 +389,45 @@ class Run:
     # ------------------------------------------------------------------ machinery
     @contextlib.contextmanager
     def _step(self) -> Iterator[None]:
-        """Hold the lock for one step and work on the ledger as it is on disk now."""
-        with RunLock(self.run_dir):
+        """Hold the locks for one step and work on the ledger as it is on disk now."""
+        with _in_process_lock(self.run_dir), RunLock(self.run_dir):
             self.state = LabelState.load(self.run_dir / STATE_FILE)
+            if self.state.n_items is not None and self.state.n_items > len(self.dataset):
+                self.dataset = self._load_dataset()  # another process added items
             yield
 
     def _save(self) -> None:
         self.state.save(self.run_dir / STATE_FILE)
 
     def _emit(self, hook: str, *arguments: object) -> None:
-        for callback in self.callbacks:
-            getattr(callback, hook)(self, *arguments)
+        with _in_process_lock(self.run_dir):  # callbacks read the ledger another thread's step may change
+            for callback in self.callbacks:
+                getattr(callback, hook)(self, *arguments)
+
+    def _load_dataset(self) -> Dataset:
+        config = self.config
+        data_dir = Path(config.data_dir) if config.data_dir else None
+        return get_source(config.data_class).load(data_dir, **config.source_options())
+
+    def _append_new_items(self, state: LabelState) -> np.ndarray:
+        """Put the items an appendable dataset gained into the ledger's pool (nothing for other datasets)."""
+        dataset = self.dataset
+        if state.n_items is None or len(dataset) == state.n_items:
+            return np.empty(0, np.int64)
+        return state.append_items(len(dataset), dataset.fingerprint(len(dataset)))
+
+    def _teach(self, ids: np.ndarray, labels: np.ndarray, annotator: str | None) -> int:
+        """Teach pool ``ids`` their ``labels`` in the current step; returns the selection's round."""
+        state = self.state
+        round_index = self._selection_round()
+        scores = self._pending_scores()
+        state.add(ids, labels, round_index + 1, annotator=annotator)
+        if round_index != NO_MODEL:
+            record = state.rounds[round_index]
+            record.selection_ids.extend(ids.tolist())
+            record.selection_scores.extend(scores.get(int(item)) for item in ids)
+            record.acquired = state.pending is None
+        return round_index
 
     def _selection_round(self) -> int:
         """The round whose model made the pending selection (the latest round when nothing is pending)."""
@@ -330,11 +452,23 @@ class Run:
 
     def _load_or_create_state(self) -> LabelState:
         config, dataset, path = self.config, self.dataset, self.run_dir / STATE_FILE
+        appendable = getattr(dataset, "appendable", False)
         if path.exists():
             state = LabelState.load(path)
-            if state.dataset_fingerprint != dataset.fingerprint():
+            known = state.n_items if appendable and state.n_items is not None and state.n_items <= len(dataset) else None
+            if state.dataset_fingerprint != (dataset.fingerprint() if known is None else dataset.fingerprint(known)):
                 raise StateError(f"{path} was made from different data than {dataset.name} has now; "
                                  "it is left untouched.")
+            if self._append_new_items(state).size:
+                state.save(path)
+            return state
+        if appendable:
+            if "p_wrong_N" in self.strategy.needs:
+                raise ConfigError(f"strategy '{self.strategy.name}' needs a holdout split, which a growing dataset "
+                                  "does not have; choose another strategy.")
+            state = LabelState.create_appendable(len(dataset), seed=config.seed,
+                                                 dataset_fingerprint=dataset.fingerprint(len(dataset)))
+            state.save(path)
             return state
         state = LabelState.create(dataset.labels, seed=config.seed, dataset_fingerprint=dataset.fingerprint(),
                                   predefined_test=dataset.predefined_test, n_val=config.n_val, n_test=config.n_test,
@@ -370,8 +504,9 @@ class Run:
                 model = ActiveModel.from_backbone(model, dataset.num_classes, dataset.input_shape)
         return set_train_mode(model, config.train_mode)
 
-    def _fit(self) -> RoundRecord:
-        """Train round ``len(rounds)``'s model on the current labels, or finish one whose weights exist."""
+    def _fit_plan(self) -> "RoundRecord | _FitPlan":
+        """Under the lock: the latest round when it was trained on the current labels, else what to train
+        (with the fit record already filled in when a crash left the weights saved but the round unrecorded)."""
         state = self.state
         if not state.n_labelled:
             raise ConfigError("there are no labels to train on yet; query a first batch and teach its labels.")
@@ -380,27 +515,42 @@ class Run:
             return state.rounds[-1]
         path = self._weights_path(round_index)
         saved = torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
-        if saved is not None and saved.get("labels_digest") == digest:  # trained before a crash, not yet recorded
-            fit_record = saved["fit"]
-        else:
-            model = self._new_model(round_index)
-            if self.config.warm_start and round_index > 0:
-                model.load_state_dict(_load_weights(self._weights_path(round_index - 1)))
-            _progress(self, round_index, f"train on {state.n_labelled} labels")
-            loggers = [logger for callback in self.callbacks for logger in callback.training_loggers(self, round_index)]
-            result = fit(model, self.dataset, state.labelled_ids, state.labelled_labels, state.val_ids,
-                         self.settings, seed=stream_seed(self.config.seed, round_index, _TRAIN), loggers=loggers)
-            fit_record = {"val_accuracy": result.best_val_accuracy, "epochs": result.epochs, "steps": result.steps,
-                          "lr": result.lr, "seconds_train": result.seconds}
-            buffer = io.BytesIO()
-            torch.save({"model": model.state_dict(), "fit": fit_record, "labels_digest": digest}, buffer)
-            atomic_write_bytes(path, buffer.getvalue())
+        fit_record = saved["fit"] if saved is not None and saved.get("labels_digest") == digest else None
+        return _FitPlan(round_index, digest, state.labelled_ids.copy(), state.labelled_labels.copy(),
+                        state.val_ids.copy(), fit_record)
+
+    def _train(self, plan: "_FitPlan") -> "_FitPlan":
+        """Without the lock: train ``plan``'s model; returns the plan with its fit record and weights."""
+        round_index = plan.round_index
+        model = self._new_model(round_index)
+        if self.config.warm_start and round_index > 0:
+            model.load_state_dict(_load_weights(self._weights_path(round_index - 1)))
+        _progress(self, round_index, f"train on {plan.ids.size} labels")
+        loggers = [logger for callback in self.callbacks for logger in callback.training_loggers(self, round_index)]
+        result = fit(model, self.dataset, plan.ids, plan.labels, plan.val_ids, self.settings,
+                     seed=stream_seed(self.config.seed, round_index, _TRAIN), loggers=loggers)
+        fit_record = {"val_accuracy": result.best_val_accuracy, "epochs": result.epochs, "steps": result.steps,
+                      "lr": result.lr, "seconds_train": result.seconds}
+        buffer = io.BytesIO()
+        torch.save({"model": model.state_dict(), "fit": fit_record, "labels_digest": plan.digest}, buffer)
+        return dataclasses.replace(plan, fit_record=fit_record, weights=buffer.getvalue())
+
+    def _record_fit(self, plan: "_FitPlan") -> tuple[RoundRecord, bool]:
+        """Under the lock: save the weights and append the round; returns it and whether it is new."""
+        state = self.state
+        if len(state.rounds) != plan.round_index:
+            latest = state.rounds[-1] if state.rounds else None
+            if latest is not None and latest.round == plan.round_index and latest.labels_digest == plan.digest:
+                return latest, False
+            raise StateError(f"round {plan.round_index} was recorded by another process while this one trained; "
+                             "its model is kept and this one is dropped.")
+        if plan.weights is not None:
+            atomic_write_bytes(self._weights_path(plan.round_index), plan.weights)
             crash_point("weights-saved")
-        record = RoundRecord(round_index, state.n_labelled, labels_digest=digest, **fit_record)
+        record = RoundRecord(plan.round_index, int(plan.ids.size), labels_digest=plan.digest, **plan.fit_record)
         state.rounds.append(record)
         self._save()
-        self._emit("on_fit_end", record)
-        return record
+        return record, True
 
     def _trained_model(self, round_index: int) -> ActiveModel:
         model = self._new_model(round_index)
@@ -415,8 +565,13 @@ class Run:
         model = self._trained_model(record.round)
         start = time.perf_counter()
         _progress(self, record.round, "evaluate")
-        if state.test_ids.size:
-            metrics = evaluate(model, self.dataset, state.test_ids, self.settings)
+        if state.test_labels is None:
+            test_ids, dataset = state.test_ids, self.dataset
+        else:  # a person's test labels
+            test_ids, test_labels = state.labelled_test
+            dataset = _WithLabels(self.dataset, test_ids, test_labels)
+        if test_ids.size:
+            metrics = evaluate(model, dataset, test_ids, self.settings)
             record.test_accuracy, record.test_macro_f1 = metrics["test_accuracy"], metrics["test_macro_f1"]
         record.seconds_evaluate = time.perf_counter() - start
         self._save()
@@ -478,6 +633,40 @@ class Run:
             inputs["p_unlabelled_N"] = discriminator_unlabelled(embed(model, dataset, state.labelled_ids, **options),
                                                                 inputs["emb_N_D"], helper_seed)
         return inputs
+
+
+@dataclass(frozen=True)
+class _FitPlan:
+    """What one training reads under the lock: the round, the labels' digest, the labelled ids and labels,
+    the validation ids; then the fit record and the serialised weights once trained."""
+
+    round_index: int
+    digest: str
+    ids: np.ndarray
+    labels: np.ndarray
+    val_ids: np.ndarray
+    fit_record: dict | None
+    weights: bytes | None = None
+
+
+class _WithLabels(Dataset):
+    """``dataset`` seen with other labels for ``ids`` (a person's test labels) and none elsewhere."""
+
+    def __init__(self, dataset: Dataset, ids: np.ndarray, labels: np.ndarray):
+        self._dataset = dataset
+        self.name, self.class_names, self.input_shape = dataset.name, dataset.class_names, dataset.input_shape
+        self._labels = np.full(len(dataset), UNLABELLED, dtype=np.int64)
+        self._labels[ids] = labels
+
+    def __len__(self) -> int:
+        return len(self._dataset)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self._labels
+
+    def load(self, positions: np.ndarray) -> torch.Tensor:
+        return self._dataset.load(positions)
 
 
 def labelling_budget(config: RunConfig) -> int:

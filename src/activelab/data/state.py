@@ -15,6 +15,14 @@ operation with a history entry (``events``: when, what, which ids, which labels,
 pool items, *skip* sends pending items back to the pool for the rest of the round, *relabel* corrects a
 label, *remove* returns a labelled item to the pool. The ledger is saved as JSON with a format version and
 a SHA-256 checksum, atomically, after every change.
+
+A ledger made with :meth:`LabelState.create_appendable` belongs to a dataset that grows (the labelling
+app's project, where a person uploads images after the run exists). It records how many items it knows
+(``n_items``): items appended later get the next ids and go to the unlabelled pool (:meth:`append_items`),
+so every id stays stable. Its test set is not taken from the dataset's labels, which do not exist: it is
+drawn at random from the unlabelled items (:meth:`draw_test`, never from a selection) and labelled by a
+person (``test_labels``, *teach-test* / *remove-test* in the history). It has no validation or holdout
+split, so training on it runs a fixed number of steps (see :class:`~activelab.training.TrainSettings`).
 """
 
 from __future__ import annotations
@@ -62,6 +70,16 @@ class LabelState:
     rounds: list[RoundRecord] = field(default_factory=list)
     pending: dict | None = None
     events: list[dict] = field(default_factory=list)
+    n_items: int | None = None
+    test_labels: np.ndarray | None = None
+
+    @classmethod
+    def create_appendable(cls, n_items: int, *, seed: int, dataset_fingerprint: str) -> "LabelState":
+        """A ledger for a dataset that grows: all ``n_items`` items start in the pool, with no test,
+        validation or holdout split (the test set is drawn later with :meth:`draw_test`)."""
+        empty = np.empty(0, np.int64)
+        return cls(dataset_fingerprint, seed, np.arange(n_items, dtype=np.int64), empty, empty.copy(), empty.copy(),
+                   n_items=int(n_items), test_labels=empty.copy())
 
     @classmethod
     def create(cls, labels: np.ndarray, *, seed: int, dataset_fingerprint: str = "",
@@ -111,6 +129,14 @@ class LabelState:
     def n_labelled(self) -> int:
         """Number of labelled training ids."""
         return int(self.labelled_ids.size)
+
+    @property
+    def labelled_test(self) -> tuple[np.ndarray, np.ndarray]:
+        """Test ids a person has labelled and their labels (an appendable ledger's test set)."""
+        if self.test_labels is None:
+            raise ConfigError("this run's test labels come from its dataset, not from a person.")
+        given = self.test_labels != UNLABELLED
+        return self.test_ids[given], self.test_labels[given]
 
     def skipped_in(self, round_index: int) -> np.ndarray:
         """Ids skipped during round ``round_index`` (they are not offered again in that round)."""
@@ -174,6 +200,76 @@ class LabelState:
         self.labelled_ids, self.labelled_labels, self.labelled_rounds = (
             self.labelled_ids[keep], self.labelled_labels[keep], self.labelled_rounds[keep])
         self._event("remove", round_index, ids, None, annotator, previous=previous)
+
+    # ------------------------------------------------------------------ a growing dataset and its test set
+    def append_items(self, n_items: int, dataset_fingerprint: str) -> np.ndarray:
+        """Put the items ``self.n_items .. n_items - 1`` of a grown dataset into the pool; return their ids."""
+        if self.n_items is None:
+            raise StateError("this run's dataset has a fixed size, so no items can be added to it.")
+        if n_items < self.n_items:
+            raise StateError(f"the dataset has {n_items} items but the run knew {self.n_items}; items were "
+                             "removed from it, so the ledger is left untouched.")
+        new = np.arange(self.n_items, n_items, dtype=np.int64)
+        self.train_ids = np.concatenate([self.train_ids, new])  # still sorted: new ids are the largest
+        self.n_items, self.dataset_fingerprint = int(n_items), dataset_fingerprint
+        return new
+
+    def draw_test(self, n: int, round_index: int, *, annotator: str | None = None) -> np.ndarray:
+        """Move ``n`` random unlabelled pool items, none of them pending, to the test set; return their ids.
+
+        The draw is seeded by the ledger's seed and the current test size, so it does not depend on what
+        the process did before. The items wait for a person's labels (:meth:`label_test`).
+        """
+        if self.test_labels is None:
+            raise ConfigError("this run's test set comes from its dataset; only a run on a growing dataset "
+                              "draws test items for a person to label.")
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ConfigError(f"the number of test items to draw must be a whole number >= 1, got {n!r}.")
+        pending = np.asarray(self.pending["ids"] if self.pending else [], dtype=np.int64)
+        candidates = np.setdiff1d(self.pool_ids, pending)
+        if n > candidates.size:
+            raise BudgetExceededError(f"{n} test items were asked for but only {candidates.size} unlabelled images "
+                                      "are free; add images or draw fewer.")
+        rng = np.random.default_rng([self.seed, _SPLIT_STREAM, 3, self.test_ids.size])
+        chosen = np.sort(rng.choice(candidates, size=int(n), replace=False))
+        self.train_ids = np.setdiff1d(self.train_ids, chosen, assume_unique=True)
+        test_ids = np.concatenate([self.test_ids, chosen])
+        test_labels = np.concatenate([self.test_labels, np.full(chosen.size, UNLABELLED, np.int64)])
+        order = np.argsort(test_ids, kind="stable")
+        self.test_ids, self.test_labels = test_ids[order], test_labels[order]
+        self._event("draw-test", round_index, chosen, None, annotator)
+        return chosen
+
+    def label_test(self, ids: np.ndarray, labels: np.ndarray, round_index: int, *,
+                   annotator: str | None = None) -> None:
+        """Record a person's ``labels`` for test ``ids`` (a later label for an item replaces the earlier one,
+        which the history keeps)."""
+        ids, labels = _ids_and_labels(ids, labels)
+        positions = self._test_positions(ids)
+        if (labels == UNLABELLED).any():
+            raise ConfigError(f"id {int(ids[labels == UNLABELLED][0])} was given no label.")
+        previous = self.test_labels[positions].tolist()
+        self.test_labels = self.test_labels.copy()
+        self.test_labels[positions] = labels
+        self._event("teach-test", round_index, ids, labels, annotator, previous=previous)
+
+    def unlabel_test(self, ids: np.ndarray, round_index: int, *, annotator: str | None = None) -> None:
+        """Take back a person's labels of test ``ids``; the items stay in the test set."""
+        ids = _unique_ids(ids)
+        positions = self._test_positions(ids)
+        previous = self.test_labels[positions].tolist()
+        self.test_labels = self.test_labels.copy()
+        self.test_labels[positions] = UNLABELLED
+        self._event("remove-test", round_index, ids, None, annotator, previous=previous)
+
+    def _test_positions(self, ids: np.ndarray) -> np.ndarray:
+        if self.test_labels is None:
+            raise ConfigError("this run's test labels come from its dataset and cannot be changed.")
+        where = {int(item): position for position, item in enumerate(self.test_ids.tolist())}
+        missing = [int(item) for item in ids if int(item) not in where]
+        if missing:
+            raise ConfigError(f"id {missing[0]} is not in the test set.")
+        return np.array([where[int(item)] for item in ids], dtype=np.int64)
 
     def _labelled_positions(self, ids: np.ndarray, what: str) -> np.ndarray:
         where = {int(item): position for position, item in enumerate(self.labelled_ids.tolist())}
@@ -244,6 +340,8 @@ class LabelState:
             "labelled_rounds": self.labelled_rounds.tolist(), "skipped_ids": self.skipped_ids.tolist(),
             "skipped_rounds": self.skipped_rounds.tolist(), "rounds": [record.to_dict() for record in self.rounds],
             "pending": self.pending, "events": self.events,
+            **({} if self.n_items is None else {"n_items": self.n_items}),
+            **({} if self.test_labels is None else {"test_labels": self.test_labels.tolist()}),
         }
 
     @classmethod
@@ -252,9 +350,12 @@ class LabelState:
         arrays = {key: np.asarray(payload[key], dtype=np.int64) for key in
                   ("train_ids", "val_ids", "test_ids", "holdout_ids", "labelled_ids", "labelled_labels",
                    "labelled_rounds", "skipped_ids", "skipped_rounds")}
+        test_labels = payload.get("test_labels")
+        n_items = payload.get("n_items")
         return cls(payload["dataset_fingerprint"], int(payload["seed"]), pending=payload["pending"],
                    rounds=[RoundRecord.from_dict(record) for record in payload["rounds"]],
-                   events=list(payload["events"]), **arrays)
+                   events=list(payload["events"]), n_items=None if n_items is None else int(n_items),
+                   test_labels=None if test_labels is None else np.asarray(test_labels, dtype=np.int64), **arrays)
 
     def save(self, path: Path) -> None:
         """Write the ledger atomically with its format, version and checksum."""
