@@ -51,7 +51,7 @@ from activelab import environment
 from activelab.auxiliary import discriminator_unlabelled, transfer_wrongness
 from activelab.callbacks import Callback, LabelEvent, StoreCallback, TrackerCallback
 from activelab.config import CONFIG_FILE, PYTHON_MODEL_PREFIX, RunConfig
-from activelab.data.base import UNLABELLED, Dataset
+from activelab.data.base import Dataset
 from activelab.data.sources import get_source
 from activelab.data.state import LabelState
 from activelab.data.transforms import augment_batch
@@ -566,12 +566,11 @@ class Run:
         start = time.perf_counter()
         _progress(self, record.round, "evaluate")
         if state.test_labels is None:
-            test_ids, dataset = state.test_ids, self.dataset
+            test_ids, test_labels = state.test_ids, None
         else:  # a person's test labels
             test_ids, test_labels = state.labelled_test
-            dataset = _WithLabels(self.dataset, test_ids, test_labels)
         if test_ids.size:
-            metrics = evaluate(model, dataset, test_ids, self.settings)
+            metrics = evaluate(model, self.dataset, test_ids, self.settings, labels=test_labels)
             record.test_accuracy, record.test_macro_f1 = metrics["test_accuracy"], metrics["test_macro_f1"]
         record.seconds_evaluate = time.perf_counter() - start
         self._save()
@@ -647,26 +646,6 @@ class _FitPlan:
     val_ids: np.ndarray
     fit_record: dict | None
     weights: bytes | None = None
-
-
-class _WithLabels(Dataset):
-    """``dataset`` seen with other labels for ``ids`` (a person's test labels) and none elsewhere."""
-
-    def __init__(self, dataset: Dataset, ids: np.ndarray, labels: np.ndarray):
-        self._dataset = dataset
-        self.name, self.class_names, self.input_shape = dataset.name, dataset.class_names, dataset.input_shape
-        self._labels = np.full(len(dataset), UNLABELLED, dtype=np.int64)
-        self._labels[ids] = labels
-
-    def __len__(self) -> int:
-        return len(self._dataset)
-
-    @property
-    def labels(self) -> np.ndarray:
-        return self._labels
-
-    def load(self, positions: np.ndarray) -> torch.Tensor:
-        return self._dataset.load(positions)
 
 
 def labelling_budget(config: RunConfig) -> int:

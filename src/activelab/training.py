@@ -222,12 +222,16 @@ def _find_lr(classifier: Classifier, train_loader, settings: TrainSettings) -> N
         classifier.lr = float(suggestion)
 
 
-def evaluate(model: ActiveModel, dataset: Dataset, ids: np.ndarray, settings: TrainSettings) -> dict[str, float]:
-    """Accuracy and macro-F1 of ``model`` on ``ids`` (the test split), with torchmetrics."""
+def evaluate(model: ActiveModel, dataset: Dataset, ids: np.ndarray, settings: TrainSettings, *,
+             labels: np.ndarray | None = None) -> dict[str, float]:
+    """Accuracy and macro-F1 of ``model`` on ``ids`` (the test split), with torchmetrics.
+
+    ``labels`` are the true classes of ``ids`` when they are not the dataset's own (a person's test labels).
+    """
     probs = predict_probs(model, dataset, ids, batch_size=256, device=settings.device,
                           num_workers=settings.num_workers)
     predictions = torch.from_numpy(probs).argmax(1)
-    targets = torch.from_numpy(np.asarray(dataset.labels[ids], dtype=np.int64))
+    targets = torch.from_numpy(np.asarray(dataset.labels[ids] if labels is None else labels, dtype=np.int64))
     classes = dataset.num_classes
     accuracy = MulticlassAccuracy(num_classes=classes, average="micro")(predictions, targets)
     macro_f1 = MulticlassF1Score(num_classes=classes, average="macro")(predictions, targets)
