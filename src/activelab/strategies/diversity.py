@@ -1,12 +1,23 @@
 """Batch diversity over embeddings: CoreSet (k-center greedy), BADGE (k-means++ seeding) and TypiClust.
 
-All three spread a batch over the embedding space instead of ranking items one by one. Distances are
-squared Euclidean, computed as ``|x|^2 - 2 x.c + |c|^2`` in float64 blocks of at most
-:data:`~activelab.strategies.base.CHUNK_ELEMENTS` elements, so no N x N (or M x N) matrix ever
-exists; a value within the expansion's rounding error (``4 * D * eps`` of ``|x|^2 + |c|^2``) is set to
-exactly 0, so a duplicate of a centre is at distance 0, not at a tiny positive distance. CoreSet and
-BADGE keep one running "distance to the nearest centre" vector of length N and update it from the new
-centre only, ``O(N * D)`` per pick.
+All three spread a batch over the embedding space instead of ranking items one by one.
+
+CoreSet and BADGE keep one running "squared distance to the nearest centre" vector of length N
+(:class:`NearestCentre`) and update it from each new centre with one matrix-vector product over the
+pool, ``|x|^2 - 2 x.c + |c|^2``, so no N x N (or M x N) matrix ever exists and a pick costs
+``O(N * D)``. The work is done in the pool's own precision when it is float32 (the embeddings the loop
+computes) or float64, without a copy; other dtypes are converted once (float16 to float32, integers to
+float64). float64 is used only where accuracy needs it: the squared norms are accumulated in float64,
+BADGE's cumulative ``D^2`` weights are summed in float64, and every distance within the expansion's
+rounding error of 0 (``2 (D + 2) eps`` of ``|x|^2 + |c|^2``, ``eps`` of the working precision) is
+recomputed exactly as ``sum((x - c)^2)`` in float64. So a duplicate of a centre is at distance exactly
+0 and any other item at a positive distance, in either precision. Elsewhere a float32 distance is
+within that bound of the exact one, so float32 and float64 pools pick the same items unless two
+candidates' distances are that close (tested on well-separated data).
+
+TypiClust and the HDBSCAN strategies (:mod:`activelab.strategies.outliers`) fit their clustering on at
+most ``max_fit`` items (default :data:`DEFAULT_MAX_FIT`, 20,000) drawn with the strategy's ``rng`` and
+place the rest in the fitted model, so their memory and fitting time do not grow with the pool.
 
 References
 ----------
@@ -38,6 +49,11 @@ HACOHEN = "Hacohen, Dekel & Weinshall 2022"
 
 #: Centres are handled in blocks of at most this many rows (fewer when ``D`` is large).
 CENTRE_BLOCK = 1024
+#: Squared norms convert this many elements at a time to float64 (512 KiB, a cache-sized block).
+NORM_BLOCK_ELEMENTS = 2**16
+#: Largest number of items a clustering is fitted on (TypiClust's k-means and typicality, HDBSCAN); the
+#: other items are placed in the fitted model. A strategy option (``max_fit``) overrides it.
+DEFAULT_MAX_FIT = 20_000
 #: TypiClust: neighbours in the typicality estimate, and the size at or below which a cluster is used
 #: only once every larger cluster is exhausted (both as in the authors' code).
 TYPICALITY_NEIGHBOURS = 20
@@ -57,53 +73,133 @@ def _check_width(emb_N_D: np.ndarray, labelled_emb_M_D: np.ndarray) -> None:
 
 
 def squared_norms(points_N_D: np.ndarray) -> np.ndarray:
-    """Return ``|x|^2`` of every row in float64, computed in bounded chunks."""
+    """Return ``|x|^2`` of every row in float64, converting blocks of :data:`NORM_BLOCK_ELEMENTS` at a time."""
     n_points, width = points_N_D.shape
     sq_N = np.empty(n_points)
-    for rows in chunk_slices(n_points, width):
+    step = max(1, NORM_BLOCK_ELEMENTS // max(1, width))
+    for start in range(0, n_points, step):
+        rows = slice(start, start + step)
         block = np.asarray(points_N_D[rows], dtype=np.float64)
         sq_N[rows] = np.einsum("ij,ij->i", block, block)
     return sq_N
 
 
-def min_sq_distances(points_N_D: np.ndarray, centres_K_D: np.ndarray,
-                     sq_norms_N: np.ndarray | None = None) -> np.ndarray:
+def working_dtype(dtype: np.dtype) -> np.dtype:
+    """float32 for float32 and narrower floats, float64 for everything else (integers included)."""
+    dtype = np.dtype(dtype)
+    return np.dtype(np.float32) if dtype.kind == "f" and dtype.itemsize <= 4 else np.dtype(np.float64)
+
+
+class NearestCentre:
+    """The squared Euclidean distance from every pool item to its nearest centre, updated centre by centre.
+
+    Parameters
+    ----------
+    points_N_D : numpy.ndarray, shape (N, D)
+        The pool. Used in place when it is C-contiguous float32 or float64, otherwise converted once
+        (see :func:`working_dtype`).
+    sq_norms_N : numpy.ndarray, shape (N,), optional
+        ``squared_norms(points_N_D)`` (float64), passed by callers that need it themselves.
+
+    Attributes
+    ----------
+    points : numpy.ndarray, shape (N, D)
+        The pool in the working precision.
+    nearest_N : numpy.ndarray, shape (N,)
+        Squared distance to the nearest centre added so far (``inf`` before the first), in the working
+        precision. Callers may overwrite entries (for example to mark chosen items); :meth:`add` only
+        ever lowers them.
+
+    Notes
+    -----
+    An update is ``nearest = min(nearest, |x|^2 + |c|^2 - 2 x.c)`` with one matrix-vector product per
+    centre (a matrix product per block of centres). Values within the rounding bound of 0 are recomputed
+    exactly in float64 (see the module docstring), so they are never negative, a duplicate of a centre
+    gets exactly 0 and every other item a positive value.
+    """
+
+    def __init__(self, points_N_D: np.ndarray, sq_norms_N: np.ndarray | None = None):
+        dtype = working_dtype(points_N_D.dtype)
+        self.points = np.ascontiguousarray(points_N_D, dtype=dtype)
+        n_points, width = self.points.shape
+        sq_norms_N = squared_norms(self.points) if sq_norms_N is None else sq_norms_N
+        self._sq_N = sq_norms_N.astype(dtype)
+        self._sq_max = float(sq_norms_N.max(initial=0.0))
+        self._bound = 2.0 * (width + 2) * float(np.finfo(dtype).eps)
+        self._tiny = np.finfo(dtype).smallest_subnormal
+        self.nearest_N = np.full(n_points, np.inf, dtype=dtype)
+
+    def add(self, centres_K_D: np.ndarray) -> None:
+        """Lower :attr:`nearest_N` to the squared distance to each of ``centres_K_D`` where it is closer."""
+        n_centres, width = centres_K_D.shape
+        if n_centres == 1:
+            self._add_one(centres_K_D)
+            return
+        for cols in chunk_slices(n_centres, max(width, CENTRE_BLOCK)):
+            given = np.asarray(centres_K_D[cols])
+            scaled_D_K = np.ascontiguousarray(given, dtype=self.points.dtype).T * -2.0
+            centre_sq = squared_norms(given)
+            limits_K = (self._bound * (self._sq_max + centre_sq)).astype(self.points.dtype)
+            centre_sq = centre_sq.astype(self.points.dtype)
+            for rows in chunk_slices(self.points.shape[0], width + given.shape[0]):
+                sq_B_K = self.points[rows] @ scaled_D_K
+                sq_B_K += self._sq_N[rows, None]
+                sq_B_K += centre_sq
+                close_r, close_k = np.nonzero(sq_B_K <= limits_K)
+                if close_r.size:
+                    sq_B_K[close_r, close_k] = self._exact(close_r + rows.start, given, close_k)
+                np.minimum(self.nearest_N[rows], sq_B_K.min(axis=1), out=self.nearest_N[rows])
+
+    def _add_one(self, centre_1_D: np.ndarray) -> None:
+        """One centre: a single matrix-vector product over the whole pool (``-2 c`` is exact in binary)."""
+        given = np.asarray(centre_1_D)
+        centre = np.asarray(given[0], dtype=np.float64)
+        centre_sq = float(centre @ centre)
+        sq_N = self.points @ (-2.0 * given[0]).astype(self.points.dtype)
+        sq_N += self._sq_N
+        sq_N += self.points.dtype.type(centre_sq)
+        close = np.flatnonzero(sq_N <= self._bound * (self._sq_max + centre_sq))
+        if close.size:
+            sq_N[close] = self._exact(close, given, np.zeros(close.size, dtype=np.int64))
+        np.minimum(self.nearest_N, sq_N, out=self.nearest_N)
+
+    def _exact(self, positions: np.ndarray, centres_K_D: np.ndarray, centre_rows: np.ndarray) -> np.ndarray:
+        """``sum((x - c)^2)`` in float64 for pool items ``positions`` against ``centres_K_D[centre_rows]``.
+
+        Exactly 0 for a duplicate; a positive value is kept at least the smallest positive number of the
+        working precision, so it cannot round to 0 there.
+        """
+        result = np.empty(positions.size)
+        for part in chunk_slices(positions.size, self.points.shape[1]):
+            diff = np.asarray(self.points[positions[part]], dtype=np.float64)
+            diff -= np.asarray(centres_K_D[centre_rows[part]], dtype=np.float64)
+            result[part] = np.einsum("ij,ij->i", diff, diff)
+        return np.where(result > 0, np.maximum(result, self._tiny), 0.0)
+
+
+def min_sq_distances(points_N_D: np.ndarray, centres_K_D: np.ndarray) -> np.ndarray:
     """Squared Euclidean distance from each point to its nearest centre, without an N x K matrix.
 
     Parameters
     ----------
     points_N_D : numpy.ndarray, shape (N, D)
-        Points (any float or integer dtype; blocks are converted to float64).
+        Points (computed in float32 for float32 input, float64 otherwise; see :class:`NearestCentre`).
     centres_K_D : numpy.ndarray, shape (K, D)
         Centres, ``K >= 1``.
-    sq_norms_N : numpy.ndarray, shape (N,), optional
-        ``squared_norms(points_N_D)``, passed by callers that reuse it across many calls.
 
     Returns
     -------
     numpy.ndarray, shape (N,)
-        ``min_k |x_i - c_k|^2`` in float64; exactly 0 for a point equal to a centre.
+        ``min_k |x_i - c_k|^2`` as float64; exactly 0 for a point equal to a centre.
 
     Examples
     --------
     >>> min_sq_distances(np.array([[0.0], [1.0], [10.0]]), np.array([[0.0], [9.0]])).tolist()
     [0.0, 1.0, 1.0]
     """
-    n_points, width = points_N_D.shape
-    if sq_norms_N is None:
-        sq_norms_N = squared_norms(points_N_D)
-    tolerance = 4.0 * max(width, 1) * np.finfo(np.float64).eps
-    best_N = np.full(n_points, np.inf)
-    for cols in chunk_slices(centres_K_D.shape[0], max(width, CENTRE_BLOCK)):
-        centres = np.asarray(centres_K_D[cols], dtype=np.float64)
-        centre_sq = np.einsum("ij,ij->i", centres, centres)
-        for rows in chunk_slices(n_points, width + centres.shape[0]):
-            block = np.asarray(points_N_D[rows], dtype=np.float64)
-            norms_B_K = sq_norms_N[rows, None] + centre_sq[None, :]
-            sq_B_K = norms_B_K - 2.0 * (block @ centres.T)
-            sq_B_K[sq_B_K <= tolerance * norms_B_K] = 0.0
-            best_N[rows] = np.minimum(best_N[rows], sq_B_K.min(axis=1))
-    return best_N
+    nearest = NearestCentre(points_N_D)
+    nearest.add(centres_K_D)
+    return nearest.nearest_N.astype(np.float64)
 
 
 @register("coreset", needs=("emb_N_D", "labelled_emb_M_D"), family="diversity", reference=SENER,
@@ -122,7 +218,7 @@ def select_coreset(n: int, *, rng: np.random.Generator, emb_N_D: np.ndarray,
     rng : numpy.random.Generator
         Draws the first centre when there are no labelled items; otherwise unused.
     emb_N_D : numpy.ndarray, shape (N, D)
-        Pool embeddings.
+        Pool embeddings; float32 pools are worked on in float32 without a copy (see the module docstring).
     labelled_emb_M_D : numpy.ndarray, shape (M, D)
         Embeddings of the labelled items, the initial centres (``M`` may be 0).
 
@@ -130,14 +226,15 @@ def select_coreset(n: int, *, rng: np.random.Generator, emb_N_D: np.ndarray,
     -------
     Selection
         Positions in pick order; each score is the pick's Euclidean distance to its nearest centre at
-        the time of the pick (non-increasing). Without labelled items the first pick is drawn uniformly
-        with ``rng`` and scores NaN.
+        the time of the pick (non-increasing, computed in the working precision). Without labelled items
+        the first pick is drawn uniformly with ``rng`` and scores NaN.
 
     Notes
     -----
     Ties for the largest distance go to the lowest pool position. A pool item equal to a labelled or
     chosen item is at distance exactly 0, so it is picked only once every distinct item is covered
-    (then in position order); an item is never picked twice. Memory is ``O(N)`` plus bounded blocks;
+    (then in position order); an item is never picked twice. Each pick costs one matrix-vector product
+    over the pool; memory is a few vectors of length N plus bounded blocks for the labelled centres;
     time is ``O((M + n) * N * D)``.
 
     References
@@ -149,19 +246,21 @@ def select_coreset(n: int, *, rng: np.random.Generator, emb_N_D: np.ndarray,
     if n == 0:
         return _empty()
     _check_width(emb_N_D, labelled_emb_M_D)
-    sq_norms_N = squared_norms(emb_N_D)
+    centres = NearestCentre(emb_N_D)
+    nearest_N = centres.nearest_N
     positions, scores = np.empty(n, np.int64), np.empty(n)
     if labelled_emb_M_D.shape[0]:
-        nearest_N, start = min_sq_distances(emb_N_D, labelled_emb_M_D, sq_norms_N), 0
+        centres.add(labelled_emb_M_D)
+        start = 0
     else:
         positions[0], scores[0], start = rng.integers(n_pool), np.nan, 1
-        nearest_N = min_sq_distances(emb_N_D, emb_N_D[positions[:1]], sq_norms_N)
+        centres.add(centres.points[positions[:1]])
         nearest_N[positions[0]] = -1.0
     for step in range(start, n):
         pick = int(np.argmax(nearest_N))
-        positions[step], scores[step] = pick, np.sqrt(max(nearest_N[pick], 0.0))
+        positions[step], scores[step] = pick, np.sqrt(float(nearest_N[pick]))
         if step + 1 < n:
-            np.minimum(nearest_N, min_sq_distances(emb_N_D, emb_N_D[pick:pick + 1], sq_norms_N), out=nearest_N)
+            centres.add(centres.points[pick:pick + 1])
         # Chosen items sit below every real distance, so argmax never returns them again.
         nearest_N[pick] = -1.0
     return Selection(positions, scores)
@@ -181,9 +280,11 @@ def select_badge(n: int, *, rng: np.random.Generator, grad_emb_N_D: np.ndarray) 
     n : int
         Batch size; ``min(n, N)`` items are returned.
     rng : numpy.random.Generator
-        Source of the ``D^2`` draws.
+        Source of the ``D^2`` draws: one ``rng.random()`` per centre after the first, inverted through
+        the cumulative weights in pool order.
     grad_emb_N_D : numpy.ndarray, shape (N, D)
-        Gradient embeddings of the last layer at the predicted label.
+        Gradient embeddings of the last layer at the predicted label; float32 pools are worked on in
+        float32 without a copy (see the module docstring).
 
     Returns
     -------
@@ -195,7 +296,8 @@ def select_badge(n: int, *, rng: np.random.Generator, grad_emb_N_D: np.ndarray) 
     -----
     Ties for the largest norm go to the lowest pool position. Items at distance 0 from a centre (the
     centres themselves and their duplicates) have probability 0; once every remaining item is at
-    distance 0 the rest of the batch is drawn uniformly from the items not yet chosen.
+    distance 0 the rest of the batch is drawn uniformly from the items not yet chosen. Each draw costs
+    one matrix-vector product over the pool and a float64 cumulative sum of the N weights.
 
     References
     ----------
@@ -207,23 +309,24 @@ def select_badge(n: int, *, rng: np.random.Generator, grad_emb_N_D: np.ndarray) 
     if n == 0:
         return _empty()
     sq_norms_N = squared_norms(grad_emb_N_D)
+    pick = int(np.argmax(sq_norms_N))
+    score = np.sqrt(sq_norms_N[pick])
+    centres = NearestCentre(grad_emb_N_D, sq_norms_N)
+    del sq_norms_N
+    nearest_N = centres.nearest_N
     positions, scores = np.empty(n, np.int64), np.empty(n)
     chosen_N = np.zeros(n_pool, dtype=bool)
-    nearest_N = np.full(n_pool, np.inf)
-    pick, score = int(np.argmax(sq_norms_N)), np.sqrt(sq_norms_N.max())
     for step in range(n):
         if step:
-            cdf_N = np.cumsum(nearest_N)
+            cdf_N = np.cumsum(nearest_N, dtype=np.float64)
             if cdf_N[-1] > 0:
                 pick = int(np.searchsorted(cdf_N, rng.random() * cdf_N[-1], side="right"))
             else:
                 pick = int(rng.choice(np.flatnonzero(~chosen_N)))
-            score = np.sqrt(nearest_N[pick])
+            score = np.sqrt(float(nearest_N[pick]))
         positions[step], scores[step], chosen_N[pick] = pick, score, True
         if step + 1 < n:
-            np.minimum(nearest_N, min_sq_distances(grad_emb_N_D, grad_emb_N_D[pick:pick + 1], sq_norms_N),
-                       out=nearest_N)
-            nearest_N[chosen_N] = 0.0
+            centres.add(centres.points[pick:pick + 1])
     return Selection(positions, scores)
 
 
@@ -269,10 +372,10 @@ def _kmeans_labels(emb_N_D: np.ndarray, labelled_emb_M_D: np.ndarray, n_clusters
 
 
 @register("typiclust", needs=("emb_N_D", "labelled_emb_M_D"), family="diversity", reference=HACOHEN,
-          max_clusters=500, max_fit=20000,
+          max_clusters=500, max_fit=DEFAULT_MAX_FIT,
           description="the most typical item of each of the largest clusters that hold no labelled item")
 def select_typiclust(n: int, *, rng: np.random.Generator, emb_N_D: np.ndarray, labelled_emb_M_D: np.ndarray,
-                     max_clusters: int = 500, max_fit: int = 20000) -> Selection:
+                     max_clusters: int = 500, max_fit: int = DEFAULT_MAX_FIT) -> Selection:
     """Choose the most typical item of the largest uncovered clusters (TypiClust, TPC-RP).
 
     Pool and labelled embeddings are clustered together by k-means into ``min(M + n, max_clusters)``
@@ -293,9 +396,12 @@ def select_typiclust(n: int, *, rng: np.random.Generator, emb_N_D: np.ndarray, l
         Embeddings of the labelled items (``M`` may be 0).
     max_clusters : int, default 500
         Cap on the number of clusters (the authors' ``MAX_NUM_CLUSTERS``).
-    max_fit : int, default 20000
-        k-means is fitted on at most this many items drawn with ``rng`` (then predicts every item, in
-        chunks); typicality within a larger cluster is estimated on a subsample of this size.
+    max_fit : int, default :data:`DEFAULT_MAX_FIT` (20,000)
+        The bound that keeps big pools tractable. Up to ``max_fit`` pool and labelled items, k-means is
+        fitted on all of them; above it, on ``max_fit`` of them drawn with ``rng``, and every item is
+        then placed in its nearest centroid (``KMeans.predict``, in chunks). Typicality within a cluster
+        larger than ``max_fit`` is likewise estimated on a subsample of this size. Memory is then
+        ``O(max_fit * D)`` for the fits plus a few integer vectors of length N, whatever the pool size.
 
     Returns
     -------

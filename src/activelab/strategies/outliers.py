@@ -20,7 +20,9 @@ GLOSH (Global-Local Outlier Score from Hierarchies) compares the density at whic
 HDBSCAN cluster with the highest density inside that cluster: ``1 - lambda_item / lambda_max``, in
 [0, 1], high for outliers. Both HDBSCAN strategies work on the model's logits (``logits_N_C``), a
 compact, class-shaped feature space. HDBSCAN costs roughly ``O(N log N)`` to ``O(N^2)``, so it is
-fitted on at most ``max_fit`` items drawn with ``rng``; the other items are placed in the fitted
+fitted on at most ``max_fit`` items (default :data:`~activelab.strategies.diversity.DEFAULT_MAX_FIT`,
+20,000; a strategy option) drawn with ``rng``, on every item of a pool no larger than that (then
+nothing is drawn); the other items are placed in the fitted
 hierarchy as ``hdbscan.approximate_predict`` and ``hdbscan.approximate_predict_scores`` do (nearest
 fitted item by mutual reachability, then its cluster). That placement is re-implemented here with
 numpy over chunks of items, because the library scores every item 1 when the fitted hierarchy never
@@ -51,6 +53,7 @@ import numpy as np
 
 from activelab.errors import ConfigError
 from activelab.strategies.base import Selection, chunk_slices, register, register_score, select_top
+from activelab.strategies.diversity import DEFAULT_MAX_FIT
 from activelab.validation import check_int
 
 log = logging.getLogger(__name__)
@@ -281,10 +284,10 @@ def _check_hdbscan_options(min_cluster_size: int, min_samples: int, max_fit: int
 
 
 @register("outlier", needs=("logits_N_C",), family="diversity", reference=CAMPELLO,
-          min_cluster_size=100, min_samples=1, max_fit=20000,
+          min_cluster_size=100, min_samples=1, max_fit=DEFAULT_MAX_FIT,
           description="highest GLOSH outlier score of HDBSCAN over the logits")
 def select_outlier(n: int, *, rng: np.random.Generator, logits_N_C: np.ndarray, min_cluster_size: int = 100,
-                   min_samples: int = 1, max_fit: int = 20000) -> Selection:
+                   min_samples: int = 1, max_fit: int = DEFAULT_MAX_FIT) -> Selection:
     """Pick the ``n`` pool items with the highest GLOSH outlier scores over the logits.
 
     Parameters
@@ -299,9 +302,11 @@ def select_outlier(n: int, *, rng: np.random.Generator, logits_N_C: np.ndarray, 
         HDBSCAN's ``min_cluster_size``, lowered to 5 % of the fitted items on small pools, never below 2.
     min_samples : int, default 1
         HDBSCAN's ``min_samples``.
-    max_fit : int, default 20000
-        HDBSCAN is fitted on at most this many items drawn with ``rng``; the rest are placed in its
-        hierarchy.
+    max_fit : int, default :data:`~activelab.strategies.diversity.DEFAULT_MAX_FIT` (20,000)
+        The bound that keeps big pools tractable: a pool of at most ``max_fit`` items is fitted whole;
+        above it HDBSCAN is fitted on ``max_fit`` items drawn with ``rng`` and the rest are placed in
+        its hierarchy in chunks, so memory is ``O(max_fit * C)`` for the fit plus a few vectors of
+        length N.
 
     Returns
     -------
@@ -321,12 +326,12 @@ def select_outlier(n: int, *, rng: np.random.Generator, logits_N_C: np.ndarray, 
 
 
 @register("cluster_outlier_combined", needs=("logits_N_C",), family="diversity", reference=CAMPELLO,
-          min_cluster_size=100, min_samples=1, max_fit=20000,
+          min_cluster_size=100, min_samples=1, max_fit=DEFAULT_MAX_FIT,
           description="an even share of the batch per HDBSCAN cluster of the logits, 20 % drawn from its GLOSH "
                       "outliers and 80 % from its other items")
 def select_cluster_outlier_combined(n: int, *, rng: np.random.Generator, logits_N_C: np.ndarray,
                                     min_cluster_size: int = 100, min_samples: int = 1,
-                                    max_fit: int = 20000) -> Selection:
+                                    max_fit: int = DEFAULT_MAX_FIT) -> Selection:
     """Cover every HDBSCAN cluster with both its typical items and its outliers.
 
     The batch is split evenly across the clusters, in label order; the remainder goes one item each to
@@ -347,7 +352,7 @@ def select_cluster_outlier_combined(n: int, *, rng: np.random.Generator, logits_
     logits_N_C : numpy.ndarray, shape (N, C)
         Logits of the pool items, the feature space HDBSCAN clusters.
     min_cluster_size, min_samples, max_fit : int
-        As for :func:`select_outlier` (defaults 100, 1 and 20000).
+        As for :func:`select_outlier` (defaults 100, 1 and 20,000).
 
     Returns
     -------
