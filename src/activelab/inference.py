@@ -2,12 +2,16 @@
 
 One pass over the pool computes everything a strategy asked for. Per batch the deterministic trunk runs
 once; the head runs once in eval mode (probabilities, penultimate embedding, layer activations) and,
-when MC samples are needed, T more times as T fixed dropout networks (:class:`ConsistentDropout`: one
-mask per pass shared by every item of the pool, drawn once per call from ``seed``). BatchNorm and every
-other layer stay in eval mode, so inference never changes the model.
+when MC samples are needed, as T fixed dropout networks (:class:`ConsistentDropout`: one mask per pass
+shared by every item of the pool, drawn once per call from ``seed``). activelab's own
+:class:`~activelab.models.heads.DropoutHead` runs the T networks at once (:class:`StackedDropoutHead`,
+one matrix product per layer instead of T); any other head runs T times with the same masks. BatchNorm
+and every other layer stay in eval mode, so inference never changes the model.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 import torch
@@ -16,7 +20,7 @@ from tqdm.auto import tqdm
 from activelab.data.base import Dataset
 from activelab.data.loading import make_loader
 from activelab.faults import crash_point
-from activelab.mcdropout import ConsistentDropout
+from activelab.mcdropout import ConsistentDropout, StackedDropoutHead
 from activelab.models.heads import ActiveModel
 
 #: Inputs this module computes in one pass over the pool (see ``activelab.strategies.INPUTS``).
@@ -39,7 +43,7 @@ def pool_outputs(model: ActiveModel, dataset: Dataset, positions: np.ndarray, wa
         raise ValueError(f"unknown pool outputs {sorted(unknown)}")
     model = model.to(device).eval()
     parts: dict[str, list[np.ndarray]] = {name: [] for name in wanted}
-    masks = ConsistentDropout(model.head, n_samples=mc_samples, seed=seed) if "probs_T_N_C" in wanted else None
+    mc_passes = _mc_passes(model, mc_samples, seed) if "probs_T_N_C" in wanted else None
     loader = make_loader(dataset, positions, batch_size=batch_size, num_workers=num_workers)
     for images in tqdm(loader, desc=description, total=len(loader), disable=not progress, leave=False):
         features = model.trunk(images.to(device))
@@ -58,8 +62,9 @@ def pool_outputs(model: ActiveModel, dataset: Dataset, positions: np.ndarray, wa
             parts["act_max_N_L"].append(torch.stack([layer.amax(1) for layer in layers], 1).float().cpu().numpy())
         if "grad_emb_N_D" in wanted:
             parts["grad_emb_N_D"].append(_gradient_embedding(probs, hidden).cpu().numpy())
-        if masks is not None:
-            parts["probs_T_N_C"].append(_mc_probabilities(model, features, masks).cpu().numpy())
+        if mc_passes is not None:
+            logits_T_B_C = mc_passes(features)
+            parts["probs_T_N_C"].append(torch.softmax(logits_T_B_C.double(), 2).float().cpu().numpy())
         crash_point("score-batch")
     result = {}
     for name, chunks in parts.items():
@@ -68,13 +73,25 @@ def pool_outputs(model: ActiveModel, dataset: Dataset, positions: np.ndarray, wa
     return result
 
 
-def _mc_probabilities(model: ActiveModel, features: torch.Tensor, masks: ConsistentDropout) -> torch.Tensor:
-    """Class probabilities ``[T, B, C]`` of the head's T fixed dropout networks on trunk ``features``."""
+def _mc_passes(model: ActiveModel, mc_samples: int, seed: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``features -> logits [T, B, C]`` of the head's T fixed dropout networks (masks from ``seed``).
+
+    Stacked when the head is activelab's :class:`DropoutHead` (:meth:`StackedDropoutHead.supports`),
+    otherwise T hooked passes of the head with the same masks.
+    """
+    masks = ConsistentDropout(model.head, n_samples=mc_samples, seed=seed)
+    if StackedDropoutHead.supports(model.head, masks):
+        return StackedDropoutHead(model.head, masks)
+    return lambda features: _hooked_passes(model.head, features, masks)
+
+
+def _hooked_passes(head: torch.nn.Module, features: torch.Tensor, masks: ConsistentDropout) -> torch.Tensor:
+    """Logits ``[T, B, C]`` of ``head`` run once per pass with the masks of that pass."""
     samples = []
     with masks:
         for sample in range(masks.n_samples):
             masks.use(sample)
-            samples.append(torch.softmax(model.head(features).double(), 1).float())
+            samples.append(head(features))
     return torch.stack(samples)
 
 

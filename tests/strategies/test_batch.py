@@ -14,7 +14,7 @@ from scipy.special import entr
 from scipy.stats import chisquare
 
 from activelab.errors import ConfigError
-from activelab.strategies import base, registry, select_top
+from activelab.strategies import base, batch, registry, select_top
 from activelab.strategies.batch import power_sample, select_batchbald
 from activelab.strategies.bayesian import expected_entropy, score_bald
 from activelab.strategies.uncertainty import score_entropy, score_margin
@@ -112,6 +112,61 @@ def test_batchbald_chunked_equals_whole(monkeypatch):
     chunked = select_batchbald(5, rng=np.random.default_rng(0), probs_T_N_C=probs)
     assert chunked.positions.tolist() == whole.positions.tolist()
     np.testing.assert_allclose(chunked.scores, whole.scores, rtol=1e-12)
+
+
+def unpruned_batchbald(n, rng, probs_T_N_C, num_samples=1000):
+    """The greedy loop scoring every candidate against every configuration (BatchBALD before the bounds)."""
+    n_passes, n_pool, _ = probs_T_N_C.shape
+    expected_N = expected_entropy(probs_T_N_C)
+    gain_N = score_bald(probs_T_N_C)
+    weights_T_M, config_p_M, exact = np.ones((n_passes, 1)), np.ones(1), True
+    available_N = np.ones(n_pool, dtype=bool)
+    positions, gains = [], []
+    for step in range(min(n, n_pool)):
+        if step:
+            weights_T_M, config_p_M, exact = batch._add_item(weights_T_M, config_p_M, exact,
+                                                             probs_T_N_C[:, positions[-1]], num_samples, rng)
+            gain_N = batch._conditional_entropy(weights_T_M, config_p_M, probs_T_N_C) - expected_N
+        gain_N[~available_N] = -np.inf
+        best = np.flatnonzero(gain_N == gain_N.max())
+        positions.append(int(best[0] if best.size == 1 else rng.choice(best)))
+        gains.append(gain_N[positions[-1]])
+        available_N[positions[-1]] = False
+    return positions, np.array(gains)
+
+
+def pool_with_copies(seed, shape):
+    """MC probabilities with a shared item part, per-pass noise and some exact copies of items (ties)."""
+    rng = np.random.default_rng(seed)
+    logits = 2.0 * rng.standard_normal(shape[1:]) + rng.standard_normal(shape)
+    probs = np.exp(logits) / np.exp(logits).sum(axis=2, keepdims=True)
+    probs[:, rng.integers(0, shape[1], 5)] = probs[:, :1]
+    return probs.astype(np.float32) if seed % 2 else probs
+
+
+@pytest.mark.parametrize("seed, shape, n, num_samples", [
+    (0, (20, 400, 10), 25, 1000), (1, (20, 400, 10), 25, 200), (2, (8, 300, 3), 30, 1000),
+    (3, (5, 200, 4), 40, 50), (4, (12, 500, 6), 20, 400), (5, (20, 150, 2), 60, 100)])
+@pytest.mark.parametrize("first", [64, 1])
+def test_pruned_batchbald_equals_scoring_every_candidate(seed, shape, n, num_samples, first, monkeypatch):
+    monkeypatch.setattr(batch, "FIRST_CANDIDATES", first)
+    probs = pool_with_copies(seed, shape)
+    pruned = select_batchbald(n, rng=np.random.default_rng(seed), probs_T_N_C=probs, num_samples=num_samples)
+    positions, gains = unpruned_batchbald(n, np.random.default_rng(seed), probs, num_samples)
+    assert pruned.positions.tolist() == positions
+    np.testing.assert_allclose(pruned.scores, gains, rtol=1e-12, atol=1e-15)
+
+
+def test_merged_configurations_bound_the_conditional_entropy_from_above():
+    probs = random_probs(9, shape=(6, 40, 3))
+    rng = np.random.default_rng(0)
+    weights_T_M, config_p_M = rng.random((6, 300)) ** 4, rng.dirichlet(np.ones(300))
+    weights_T_M /= weights_T_M.mean(axis=0)
+    exact = batch._conditional_entropy(weights_T_M, config_p_M, probs)
+    for depth in (1, 2):
+        grouped_T_G, group_p = batch._grouped(weights_T_M, config_p_M, depth)
+        assert group_p.sum() == pytest.approx(1.0) and grouped_T_G.shape[1] == group_p.size
+        assert (batch._conditional_entropy(grouped_T_G, group_p, probs) >= exact - 1e-12).all()
 
 
 def test_batchbald_rejects_a_bad_num_samples():

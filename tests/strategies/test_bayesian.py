@@ -11,7 +11,7 @@ from hypothesis.extra.numpy import arrays
 from modAL.uncertainty import (classifier_entropy, classifier_margin, classifier_uncertainty,
                                entropy_sampling, margin_sampling, uncertainty_sampling)
 
-from activelab.strategies import base, bayesian, registry
+from activelab.strategies import base, bayesian, registry, select_top
 from activelab.strategies.bayesian import (expected_entropy, score_bald, score_mc_entropy,
                                            score_mc_least_confidence, score_mc_margin, score_mc_ratio,
                                            score_mean_std, score_variation_ratios)
@@ -123,6 +123,51 @@ def test_float32_input_gives_float64_scores():
     probs = random_probs(2)
     for name in NAMES:
         np.testing.assert_allclose(SCORES[name](probs.astype(np.float32)), SCORES[name](probs), atol=1e-6)
+
+
+# --- the fast path on trusted inputs ------------------------------------------------------------
+
+def hard_probs(seed: int, shape: tuple[int, int, int], dtype) -> np.ndarray:
+    """Random MC probabilities with one-hot passes, passes that all agree, and copies of items (ties)."""
+    rng = np.random.default_rng(seed)
+    probs = random_probs(seed, shape)
+    passes, n_pool, classes = shape
+    probs[:, rng.integers(0, n_pool, n_pool // 10)] = np.eye(classes)[rng.integers(0, classes, passes)][:, None]
+    probs[:, rng.integers(0, n_pool, n_pool // 10)] = probs[:1, rng.integers(0, n_pool, 1)]
+    probs[:, rng.integers(0, n_pool, n_pool // 5)] = probs[:, :3].repeat(n_pool // 15 + 1, axis=1)[:, : n_pool // 5]
+    return probs.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", NAMES)
+def test_fast_path_equals_the_public_call_and_the_exact_scores(name, dtype, monkeypatch):
+    monkeypatch.setattr(bayesian, "APPROX_CHUNK_ELEMENTS", 500)      # many blocks and a ragged last one
+    for seed in range(3):
+        probs = hard_probs(seed, (7, 900, 5), dtype)
+        exact = SCORES[name](probs)
+        for n in (1, 13, 200):
+            internal = registry()[name].select(n, rng=np.random.default_rng(seed), probs_T_N_C=probs)
+            public = registry()[name](n, rng=np.random.default_rng(seed), probs_T_N_C=probs)
+            reference = select_top(exact, n, rng=np.random.default_rng(seed))
+            for selection in (internal, public):
+                assert selection.positions.tolist() == reference.positions.tolist()
+                np.testing.assert_array_equal(selection.scores, reference.scores)
+
+
+def test_variation_ratios_blocks_equal_argmax_and_bincount(monkeypatch):
+    monkeypatch.setattr(bayesian, "APPROX_CHUNK_ELEMENTS", 300)
+    probs = hard_probs(4, (9, 700, 6), np.float32)
+    votes = probs.argmax(axis=2)
+    counts = np.stack([(votes == label).sum(axis=0) for label in range(6)], axis=1)
+    np.testing.assert_array_equal(score_variation_ratios(probs), 1.0 - counts.max(axis=1) / 9)
+
+
+@pytest.mark.parametrize("name", ["mc_least_confidence", "mc_margin", "mc_ratio", "mean_std"])
+def test_float32_approximations_stay_within_a_quarter_of_their_bound(name):
+    for passes, classes in ((2, 2), (20, 10), (50, 3), (100, 40)):
+        probs = hard_probs(passes, (passes, 2000, classes), np.float64)
+        approx, tol = SCORES[name].approximate(probs)
+        assert np.abs(approx - SCORES[name](probs)).max() <= tol / 4
 
 
 # --- properties ---------------------------------------------------------------------------------

@@ -6,6 +6,12 @@ length-N score where higher means more informative; each registered strategy is 
 computed in chunks of pool items (:func:`~activelab.strategies.base.chunk_slices`) so that temporaries stay
 bounded for pools of a million images.
 
+Selection takes a fast path (:func:`~activelab.strategies.base.select_top_refined`): BALD, the MC-averaged
+scores and ``mean_std`` are first computed in float32 blocks read in the input's dtype, each with a proven
+bound on its distance to the float64 score; only the items that can still reach the top n get their
+float64 score, so selections and scores are those of the float64 scores. Variation ratios only compare
+values and count votes, which is exact in any dtype.
+
 References
 ----------
 .. [1] Houlsby, N., Huszar, F., Ghahramani, Z. & Lengyel, M. (2011). Bayesian active learning for
@@ -28,7 +34,7 @@ from scipy.special import entr
 
 from activelab.strategies.base import chunk_slices, register_score
 from activelab.strategies.uncertainty import (entropy_float32, entropy_tolerance, score_entropy,
-                                              score_least_confidence, score_margin, score_ratio)
+                                              score_least_confidence, score_margin, score_ratio, top_two)
 
 GAL = "Gal, Islam & Ghahramani 2017"
 
@@ -87,6 +93,57 @@ def _approximate_mc_entropy(probs_T_N_C: np.ndarray) -> tuple[np.ndarray, float]
     n_passes, _, n_classes = np.shape(probs_T_N_C)
     tol = entropy_tolerance(n_classes) + _mean_tolerance(n_passes, n_classes)
     return _per_block_float32(_mc_entropy_float32, probs_T_N_C), tol
+
+
+def _mean_error(n_passes: int) -> float:
+    """Bound (safety factor about 4) on ``|float32 mean_t p_t - exact mean|`` for probabilities in [0, 1].
+
+    Rounding the input to float32 (half an ulp), T - 1 float32 additions of terms of at most 1 and the
+    division by T.
+    """
+    return 4.0 * _EPS32 * (n_passes + 1)
+
+
+def _approximate_top_two_score(probs_T_N_C: np.ndarray, kind: str) -> tuple[np.ndarray, float]:
+    """Float32 least confidence, margin or ratio of the mean prediction, with a bound on their error.
+
+    The top two of the float32 mean are each within ``e = _mean_error(T)`` of the exact ones, so
+    ``1 - p_(1)`` is within ``e``, ``1 - (p_(1) - p_(2))`` within ``2 e``, and ``p_(2) / p_(1)`` within
+    ``2 e / (min p_(1) - e)`` over the pool (no bound, so no shortcut, if that minimum is below ``e``).
+    """
+    probs_T_N_C = np.asarray(probs_T_N_C)
+    n_passes, n_pool, n_classes = probs_T_N_C.shape
+    error = _mean_error(n_passes)
+    step = max(1, APPROX_CHUNK_ELEMENTS // max(1, n_passes * n_classes))
+    approx_N = np.empty(n_pool)
+    lowest_first = np.inf
+    for start in range(0, n_pool, step):
+        block = np.asarray(probs_T_N_C[:, start:start + step], dtype=np.float32)
+        first, second = top_two(block.mean(axis=0))
+        if kind == "least_confidence":
+            approx_N[start:start + step] = 1.0 - first
+        elif kind == "margin":
+            approx_N[start:start + step] = 1.0 - (first - second)
+        else:
+            approx_N[start:start + step] = np.divide(second, first, out=np.zeros_like(first), where=first > 0)
+            lowest_first = min(lowest_first, float(first.min(initial=np.inf)))
+    if kind == "least_confidence":
+        return approx_N, error
+    if kind == "margin":
+        return approx_N, 2.0 * error
+    return approx_N, (2.0 * error / (lowest_first - error) if lowest_first > error else np.inf)
+
+
+def _approximate_mean_std(probs_T_N_C: np.ndarray) -> tuple[np.ndarray, float]:
+    """Float32 ``mean_c std_t p_t,c`` and a bound (safety factor about 4) on its error.
+
+    The two-pass float32 variance of values in [0, 1] is ``(var + e^2)(1 + r)`` with ``e`` the error of
+    the mean (at most ``(T + 1) eps``) and ``|r| <= (T + 2) eps``; its square root is within
+    ``e + (T + 3) eps / 4`` of the exact standard deviation (at most 1/2), and the mean over C adds ``C eps``.
+    """
+    n_passes, _, n_classes = np.shape(probs_T_N_C)
+    tol = 4.0 * _EPS32 * ((n_passes + 1) + (n_passes + 3) / 4 + n_classes + 1)
+    return _per_block_float32(lambda probs: probs.std(axis=0).mean(axis=1), probs_T_N_C), tol
 
 
 def expected_entropy(probs_T_N_C: np.ndarray) -> np.ndarray:
@@ -220,12 +277,27 @@ def score_mc_entropy(probs_T_N_C: np.ndarray) -> np.ndarray:
     return _per_chunk(_on_mean(score_entropy), probs_T_N_C)
 
 
-def _variation_ratios_chunk(probs_T_n_C: np.ndarray) -> np.ndarray:
+def _variation_ratios_block(probs_T_n_C: np.ndarray) -> np.ndarray:
+    """``1 - f_mode / T`` of one block, in the input's dtype: votes by a running comparison over classes.
+
+    ``argmax`` over a short last axis costs a function call per row; here the classes are the leading
+    axis, the maximum over them is C - 1 element-wise operations, and the vote is the lowest class equal
+    to the maximum (``argmax``'s tie rule), found by overwriting from the last class down.
+    """
     n_passes, n_items, n_classes = probs_T_n_C.shape
-    votes_T_n = probs_T_n_C.argmax(axis=2)
-    cells = (votes_T_n + n_classes * np.arange(n_items)).ravel()
-    counts_n_C = np.bincount(cells, minlength=n_items * n_classes).reshape(n_items, n_classes)
-    return 1.0 - counts_n_C.max(axis=1) / n_passes
+    classes_C_T_n = np.ascontiguousarray(np.moveaxis(probs_T_n_C, 2, 0))
+    largest_T_n = classes_C_T_n.max(axis=0)
+    votes_T_n = np.full(largest_T_n.shape, n_classes - 1, dtype=np.min_scalar_type(n_classes))
+    hits_T_n = np.empty(largest_T_n.shape, dtype=bool)
+    for label in range(n_classes - 2, -1, -1):
+        np.equal(classes_C_T_n[label], largest_T_n, out=hits_T_n)
+        np.copyto(votes_T_n, label, where=hits_T_n)
+    count_dtype = np.min_scalar_type(n_passes)
+    mode_n = np.zeros(n_items, dtype=count_dtype)
+    for label in range(n_classes):
+        np.equal(votes_T_n, label, out=hits_T_n)
+        np.maximum(mode_n, np.add.reduce(hits_T_n, axis=0, dtype=count_dtype), out=mode_n)
+    return 1.0 - mode_n / n_passes
 
 
 def score_variation_ratios(probs_T_N_C: np.ndarray) -> np.ndarray:
@@ -250,7 +322,13 @@ def score_variation_ratios(probs_T_N_C: np.ndarray) -> np.ndarray:
     .. [1] Freeman (1965), Elementary Applied Statistics.
     .. [2] Gal, Islam & Ghahramani (2017), Deep Bayesian active learning with image data.
     """
-    return _per_chunk(_variation_ratios_chunk, probs_T_N_C, dtype=None)   # argmax needs no float64 copy
+    probs_T_N_C = np.asarray(probs_T_N_C)
+    n_passes, n_pool, n_classes = probs_T_N_C.shape
+    step = max(1, APPROX_CHUNK_ELEMENTS // max(1, n_passes * n_classes))
+    scores_N = np.empty(n_pool)
+    for start in range(0, n_pool, step):    # comparisons only: no float64 copy, exact in any dtype
+        scores_N[start:start + step] = _variation_ratios_block(probs_T_N_C[:, start:start + step])
+    return scores_N
 
 
 def score_mean_std(probs_T_N_C: np.ndarray) -> np.ndarray:
@@ -285,6 +363,10 @@ def _register_bayesian(name: str, score: Callable[[np.ndarray], np.ndarray], des
 
 score_bald.approximate = _approximate_bald
 score_mc_entropy.approximate = _approximate_mc_entropy
+score_mc_least_confidence.approximate = lambda probs_T_N_C: _approximate_top_two_score(probs_T_N_C, "least_confidence")
+score_mc_margin.approximate = lambda probs_T_N_C: _approximate_top_two_score(probs_T_N_C, "margin")
+score_mc_ratio.approximate = lambda probs_T_N_C: _approximate_top_two_score(probs_T_N_C, "ratio")
+score_mean_std.approximate = _approximate_mean_std
 
 _register_bayesian("bald", score_bald, "highest mutual information between label and weights (MC dropout)",
                    "Houlsby et al. 2011; " + GAL)
