@@ -595,7 +595,8 @@ class Run:
         inputs = self._strategy_inputs(model, round_index, pool)
         scored = time.perf_counter()
         _progress(self, round_index, f"select {n} with {self.strategy.name}")
-        selection = self.strategy(n, rng=rng, n_pool=pool.size, **inputs, **config.strategy_options())
+        selection = self.strategy.on_computed_inputs(n, rng=rng, n_pool=pool.size, **inputs,
+                                                     **config.strategy_options())
         done = time.perf_counter()
         ids = pool[selection.positions]
         if "probs_N_C" in inputs:  # the strategy's pass already has the model's guesses

@@ -37,6 +37,18 @@ def make_inputs(needs: tuple[str, ...], n_pool: int, seed: int) -> dict[str, np.
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_loops_unchecked_path_selects_what_the_public_call_does(name, dtype):
+    strategy = registry()[name]
+    inputs = {key: value.astype(dtype) for key, value in make_inputs(strategy.needs, 80, seed=5).items()}
+    inputs["some_other_output"] = np.zeros(3)  # the loop passes everything it computed
+    public = strategy(9, rng=np.random.default_rng(3), n_pool=80, **inputs)
+    loop = strategy.on_computed_inputs(9, rng=np.random.default_rng(3), n_pool=80, **inputs)
+    assert loop.positions.tolist() == public.positions.tolist()
+    assert np.array_equal(loop.scores, public.scores, equal_nan=True)
+
+
+@pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("n_pool, n", [(60, 7), (25, 25), (12, 40)])
 def test_contract(name, n_pool, n):
     strategy = registry()[name]

@@ -174,6 +174,15 @@ class Strategy:
             raise ConfigError(f"`n_pool`={n_pool} does not match the inputs' pool size {sizes.pop()}.")
         return self.select(n, rng=rng, **checked, **options)
 
+    def on_computed_inputs(self, n: int, *, rng: np.random.Generator, n_pool: int, **inputs: object) -> Selection:
+        """Run the strategy on inputs activelab computed itself (the loop's path), skipping the public call's
+        checks: the arrays come from one pool pass and are well formed by construction, and checking them
+        again would cost a full pass over the pool per round. Same arguments as calling the strategy."""
+        arguments = {key: value for key, value in inputs.items() if key in self.needs or key in self.options}
+        if not self.needs:
+            arguments["n_pool"] = n_pool
+        return self.select(n, rng=rng, **arguments)
+
 
 def _check_input(name: str, value: np.ndarray) -> np.ndarray:
     if name == "probs_N_C":
