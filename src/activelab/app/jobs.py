@@ -112,10 +112,12 @@ class Jobs(Callback):
             return {"state": "failed", "error": f"{self.path.name} could not be read; click Suggest to start again."}
 
     def _update(self, **changes: object) -> None:
+        """Change the job: written to ``job.json`` first, then shown, so a page never reports a phase that a
+        server stopping now would not find on disk."""
         with self._lock:
-            self._job.update(changes)
-            job = dict(self._job)
-        atomic_write_json(self.path, {key: value for key, value in job.items() if key != "planned_steps"})
+            job = {**self._job, **changes}
+            atomic_write_json(self.path, {key: value for key, value in job.items() if key != "planned_steps"})
+            self._job = job
 
     # ------------------------------------------------------------------ running
     def start_suggest(self, project: "Project", n: int) -> dict:
