@@ -182,7 +182,8 @@ def test_bad_project_settings_are_one_sentence_and_leave_nothing(tmp_path):
 
 
 def test_the_server_warns_when_bound_beyond_this_machine():
-    from activelab.app.server import is_loopback, login_url
+    from activelab.app.server import login_url
+    from activelab.serving import is_loopback
 
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4")

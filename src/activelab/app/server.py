@@ -8,7 +8,6 @@ page sets the session cookie and forgets the token from the address bar.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import sys
 from pathlib import Path
@@ -16,24 +15,14 @@ from pathlib import Path
 from activelab.app.security import Secrets
 from activelab.app.uploads import Limits
 from activelab.errors import ConfigError
+from activelab.serving import check_port_free, http_url, is_loopback
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` only accepts connections from this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def login_url(host: str, port: int, token: str) -> str:
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}/login?token={token}"
+    return http_url(host, port, f"/login?token={token}")
 
 
 def serve(project: Path, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, import_root: Path | None = None,
@@ -43,8 +32,7 @@ def serve(project: Path, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, 
 
     from activelab.app.web import create_app
 
-    if not 0 < port < 65536:
-        raise ConfigError(f"--port {port} must be between 1 and 65535.")
+    check_port_free(host, port)
     project = Path(project)
     if project.exists() and not project.is_dir():
         raise ConfigError(f"--project {project} exists and is not a folder.")

@@ -7,15 +7,13 @@ it is interrupted; ``activelab.cli`` wires them in as the ``label-studio-backend
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import os
-import socket
 import sys
 from pathlib import Path
 
-from activelab.errors import ConfigError
 from activelab.integrations.labelstudio.settings import BackendSettings
+from activelab.serving import check_port_free, http_url, is_loopback
 
 log = logging.getLogger(__name__)
 _DEFAULTS = BackendSettings.__dataclass_fields__
@@ -70,12 +68,12 @@ def main(args: argparse.Namespace) -> int:
     from activelab.integrations.labelstudio.backend import Backend
 
     settings = settings_from(args)
-    _check_port_free(args.host, args.port)
+    check_port_free(args.host, args.port)
     with Backend(args.dir, settings, label_studio_url=args.label_studio_url, api_key=args.api_key) as backend:
-        url = f"http://{_display_host(args.host)}:{args.port}"
+        url = http_url(args.host, args.port)
         print(f"activelab ML backend for Label Studio at {url} (model {settings.model}, strategy "
               f"{settings.strategy}, directory {args.dir}); connect it under Project > Settings > Model.", flush=True)
-        if not _is_loopback(args.host):
+        if not is_loopback(args.host):
             print(f"activelab: warning: listening on {args.host}, reachable from other machines; anyone who "
                   "reaches it can ask for predictions and trigger training.", file=sys.stderr, flush=True)
         if args.label_studio_url is None:
@@ -83,29 +81,3 @@ def main(args: argparse.Namespace) -> int:
                   "Label Studio sends when it connects.", file=sys.stderr, flush=True)
         uvicorn.run(create_app(backend), host=args.host, port=args.port, log_level="warning")
     return 0
-
-
-def _check_port_free(host: str, port: int) -> None:
-    if not 0 < port < 65536:
-        raise ConfigError(f"--port {port} is not a TCP port (1-65535).")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as error:
-            raise ConfigError(f"cannot listen on {host}:{port} ({error.strerror}); choose another --port or "
-                              "--host.") from None
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _display_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
