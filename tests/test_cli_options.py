@@ -81,7 +81,7 @@ def test_an_unknown_logger_is_one_sentence(capsys, tmp_path):
     (["--sampling-method", "nonsense"], "unknown sampling method 'nonsense'; see `activelab strategies`"),
     (["--sampling-method", "uncertainty_sampling"], "--sampling-method least_confidence"),
     (["--data-class", "fashion-mnst"], "unknown dataset 'fashion-mnst'; did you mean fashion-mnist?"),
-    (["--data-class", "imagenet"], "unknown dataset 'imagenet'; choose one of: arrays,"),
+    (["--data-class", "imagenet"], "unknown dataset 'imagenet'; choose one of: app-project, arrays,"),
     (["--model-class", "resnt18"], "unknown model 'resnt18'; did you mean resnet18?"),
     (["--model-class", "vgg"], "unknown model 'vgg'; did you mean torchvision:vgg19?"),
 ])

@@ -20,7 +20,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from activelab.config import (INITIAL_CHOICES, MONITORS, STUDY_QUERY_STRATEGIES, TRACKERS, TRAIN_MODES, RunConfig,
+from activelab.config import (EXECUTORS, INITIAL_CHOICES, MONITORS, STUDY_QUERY_STRATEGIES, TRACKERS, TRAIN_MODES, RunConfig,
                               closest, unknown_name)
 from activelab.errors import ConfigError, StateError, UserError
 from activelab.store import STORE_NAME
@@ -131,6 +131,25 @@ def _flag(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
         parser.add_argument(f"--{dest}", dest=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **alias)
 
 
+def _scoring_flags(parser: argparse.ArgumentParser) -> None:
+    """Where the pool is scored (``run`` and ``query``); none of it changes which images are chosen."""
+    _flag(parser, "executor", choices=list(EXECUTORS), default=None,
+          help="score the pool in this process or on a Ray cluster with Ray Data (pip install "
+               "'activelab[ray]') (default: local, or what the run was last given)")
+    _flag(parser, "ray-address", metavar="ADDRESS", default=None,
+          help="the Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: start a local instance)")
+    _flag(parser, "ray-workers", metavar="N", type=int, default=None,
+          help="Ray actors scoring the pool, one model copy each (default: one per CPU of the cluster)")
+
+
+def _scoring_changes(args: argparse.Namespace) -> dict:
+    """The scoring flags given on the command line, as changes to a saved run's configuration."""
+    changes = {name: getattr(args, name) for name in ("ray_address", "ray_workers") if getattr(args, name) is not None}
+    if args.executor is not None or changes:
+        changes["executor"] = args.executor or "ray"
+    return changes
+
+
 def _switch_flag(parser: argparse.ArgumentParser, name: str, text: str, **kwargs) -> None:
     _flag(parser, name, type=_switch, nargs="?", const=True, default=False, metavar="BOOL", help=text, **kwargs)
 
@@ -169,6 +188,7 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     _flag(parser, "num-workers", metavar="N", type=int, default=defaults.num_workers,
           help="data-loading worker processes (0 = load in the main process)")
     _flag(parser, "gpus", metavar="N", type=int, default=defaults.gpus, help="GPUs to train on (0 = CPU)")
+    _scoring_flags(parser)
     _flag(parser, "seed", metavar="N", type=int, default=defaults.seed,
           help="seed of the splits, the initial labels, training and selection")
     _flag(parser, "mc-samples", metavar="T", type=int, default=defaults.mc_samples,
@@ -286,6 +306,7 @@ def _add_people_parsers(parser: _Parser, commands: argparse._SubParsersAction) -
                        help="also draw the batch's images as a PNG contact sheet, captioned with rank, id and "
                             "the model's guess")
     query.add_argument("--quiet", action="store_true", help="no progress bars or progress lines, results only")
+    _scoring_flags(query)
     label = _subcommand(parser, commands, "label", "record a person's decisions in a run's ledger: labels, "
                         "skips, corrections or removals (one kind per call)")
     label.add_argument("run_dir", metavar="RUN_DIR", help="the run directory")
@@ -348,13 +369,14 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     """Map parsed ``run`` flags onto a RunConfig (``--resume DIR`` reads the saved config instead)."""
     if args.resume:
         return dataclasses.replace(RunConfig.load_saved(Path(args.resume)), progress=not args.quiet,
-                                   num_workers=args.num_workers)
+                                   num_workers=args.num_workers, **_scoring_changes(args))
     names = {field.name for field in dataclasses.fields(RunConfig)}
     values = {key: value for key, value in vars(args).items() if key in names}
     values["sampling_method"] = _sampling_method(args)
     values["source_kwargs"] = _options(args.source_option, "--source-option")
     values["strategy_kwargs"] = _options(args.strategy_option, "--strategy-option")
     values["trackers"] = ["csv", *dict.fromkeys([*(args.logger or []), *(["wandb"] if args.wandb else [])])]
+    values.update({"executor": "local", **_scoring_changes(args)})
     return RunConfig(**values, progress=not args.quiet)
 
 
@@ -736,7 +758,7 @@ def command_query(args: argparse.Namespace) -> int:
     sheet_path = _output_path(args.sheet, "--sheet", (".png",))
     if args.n is not None and args.n < 1:
         raise ConfigError(f"--n must be at least 1, got {args.n}.")
-    run = Run.open(Path(args.run_dir), progress=not args.quiet)
+    run = Run.open(Path(args.run_dir), progress=not args.quiet, **_scoring_changes(args))
     previous = run.pending
     batch = run.query(args.n)
     known = run.dataset.labels[batch.ids] != UNLABELLED

@@ -34,7 +34,10 @@ TRAIN_MODES = {
 
 #: Fields that may change between a run and its resumption: they do not change the results of the rounds
 #: already run (``al_iter`` may grow to extend a finished run by more rounds).
-RESUMABLE_CHANGES = frozenset({"num_workers", "progress", "out", "run_name", "al_iter", "trackers"})
+RESUMABLE_CHANGES = frozenset({"num_workers", "progress", "out", "run_name", "al_iter", "trackers", "executor",
+                               "ray_address", "ray_workers"})
+#: Where the pool is scored: in this process, or on a Ray cluster (activelab.pool_scoring).
+EXECUTORS = ("local", "ray")
 
 #: The study's modAL query-strategy names (``--al_query_strategy``) and the strategy each one is here.
 #: ``max_entropy`` is the maximum predictive entropy of the MC-dropout average (Gal et al. 2017).
@@ -117,6 +120,9 @@ class RunConfig:
     out: str = "results"
     run_name: str | None = None
     progress: bool = True
+    executor: str = "local"
+    ray_address: str | None = None
+    ray_workers: int | None = None
 
     def validated(self) -> "RunConfig":
         """Check numbers, names, options and devices; return the config with strategy options typed.
@@ -153,6 +159,11 @@ class RunConfig:
             raise ConfigError(f"{strategy.name} needs at least 2 MC samples (--mc-samples), got {self.mc_samples}.")
         check_gpus(self.gpus)
         check_trackers(self.trackers)
+        check_choice(self.executor, "executor", EXECUTORS)
+        if self.ray_workers is not None:
+            check_int(self.ray_workers, "ray_workers", minimum=1)
+        if self.executor != "ray" and (self.ray_address is not None or self.ray_workers is not None):
+            raise ConfigError("a Ray address or worker count needs the Ray executor (--executor ray).")
         self.source_options()
         return dataclasses.replace(self, strategy_kwargs=self.strategy_options())
 

@@ -41,6 +41,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from activelab import inference
+from activelab.config import EXECUTORS
 from activelab.data.base import Dataset
 from activelab.errors import ConfigError, UserError
 from activelab.executors import RAY_HINT, thread_environment
@@ -51,8 +52,6 @@ from activelab.models.heads import ActiveModel
 
 #: Items per chunk: the unit of work of a Ray worker and of resuming after a crash.
 CHUNK_SIZE = 8192
-#: Where the pool is scored.
-EXECUTORS = ("local", "ray")
 #: What a cache folder's scoring job was (model, pool, options); a folder whose manifest differs is cleared.
 MANIFEST = "manifest.json"
 #: The folder of the finished chunks' markers.

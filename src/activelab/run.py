@@ -58,6 +58,7 @@ from activelab.data.transforms import augment_batch
 from activelab.errors import BudgetExceededError, ConfigError, StateError
 from activelab.faults import crash_point
 from activelab.inference import POOL_OUTPUTS, embed, pool_outputs, predict_probs
+from activelab.pool_scoring import ModelRecipe, discard_cache, score_pool
 from activelab.io import atomic_write_bytes, atomic_write_json
 from activelab.models import build_model, check_model
 from activelab.models.heads import ActiveModel
@@ -76,6 +77,11 @@ _TRAIN, _SELECT, _MC, _FIRST = 1, 2, 3, 4
 NO_MODEL = -1
 #: Scoring batch size of the pool pass.
 SCORE_BATCH = 256
+#: Pools larger than this are scored into memory-mapped files under ``scores/round_KKK/`` in the run
+#: directory: bounded memory, and a crash while scoring resumes from the last finished chunk. The files go
+#: once the round's selection is saved.
+SCORES_ON_DISK_ABOVE = 100_000
+SCORES_DIR = "scores"
 
 
 _DIRECTORY_LOCKS: dict[Path, threading.RLock] = {}
@@ -277,6 +283,7 @@ class Run:
                 state.pending = self._select(int(n), round_index)
                 self._save()
                 crash_point("selection-saved")
+                self._discard_scores()
             batch = Batch.from_pending(state.pending, self.dataset)
         self._emit("on_query_end", batch)
         return batch
@@ -610,6 +617,22 @@ class Run:
                 "guesses": probs.argmax(1).tolist(), "confidences": probs.max(1).tolist(),
                 "seconds_score": scored - start, "seconds_select": done - scored}
 
+    def _scores_dir(self, round_index: int) -> Path:
+        return self.run_dir / SCORES_DIR / f"round_{round_index:03d}"
+
+    def _discard_scores(self) -> None:
+        """Delete the on-disk pool outputs once a selection is saved (every round's, in case of a crash)."""
+        folder = self.run_dir / SCORES_DIR
+        for round_folder in sorted(folder.glob("round_*")):
+            discard_cache(round_folder)
+
+    def _recipe(self) -> ModelRecipe:
+        """How a Ray worker rebuilds this run's network before loading the round's weights."""
+        shape, classes = self.dataset.input_shape, self.dataset.num_classes
+        if self.model_factory is not None:
+            return ModelRecipe(shape, classes, factory=self.model_factory)
+        return ModelRecipe(shape, classes, name=self.config.model_class)
+
     def _strategy_inputs(self, model: ActiveModel, round_index: int, pool: np.ndarray) -> dict:
         """Compute the arrays the strategy declared it needs, in one pass over the pool where possible."""
         config, state, dataset, settings = self.config, self.state, self.dataset, self.settings
@@ -619,8 +642,10 @@ class Run:
             wanted.add("emb_N_D")
         options = dict(batch_size=SCORE_BATCH, device=settings.device, num_workers=settings.num_workers,
                        seed=stream_seed(config.seed, round_index, _MC))
-        inputs = dict(pool_outputs(model, dataset, pool, wanted, mc_samples=config.mc_samples,
-                                   progress=config.progress, **options)) if wanted else {}
+        cache_dir = self._scores_dir(round_index) if pool.size > SCORES_ON_DISK_ABOVE else None
+        inputs = dict(score_pool(model, dataset, pool, wanted, mc_samples=config.mc_samples, progress=config.progress,
+                                 cache_dir=cache_dir, executor=config.executor, ray_address=config.ray_address,
+                                 workers=config.ray_workers, recipe=self._recipe(), **options)) if wanted else {}
         if "labelled_emb_M_D" in needs:
             inputs["labelled_emb_M_D"] = embed(model, dataset, state.labelled_ids, **options)
         helper_seed = stream_seed(config.seed, round_index, _SELECT)
