@@ -19,7 +19,8 @@ from activelab.data.base import ArrayDataset
 from activelab.errors import ConfigError
 from activelab.inference import POOL_OUTPUTS, pool_outputs
 from activelab.models import build_model
-from activelab.pool_scoring import DONE, ModelRecipe, score_pool, threads_per_worker
+from activelab.pool_scoring import DONE, ModelRecipe, score_pool
+from activelab.threads import threads_per_worker
 from activelab.strategies import get_strategy, registry
 
 SHAPE = (1, 12, 12)

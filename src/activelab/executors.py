@@ -36,10 +36,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from activelab.errors import ConfigError, UserError
+from activelab.threads import thread_environment
 
-#: Environment variables that fix the thread pools of OpenMP, MKL, OpenBLAS, Accelerate and numexpr.
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-                    "NUMEXPR_NUM_THREADS")
 #: A cell's log file in its results folder.
 LOG_FILE = "cell.log"
 #: Where a local worker leaves its outcome for the driver.
@@ -66,11 +64,6 @@ class CellSpec:
         """The spec of a :class:`~activelab.sweep.Cell` asking for ``cpus`` CPUs (threads) and its ``gpus``."""
         return cls(cell.name, cell.config.to_dict(), str(cell.folder), threads=cpus, cpus=cpus,
                    gpus=cell.config.gpus)
-
-
-def thread_environment(threads: int) -> dict[str, str]:
-    """The environment variables that limit every numeric library to ``threads`` threads."""
-    return {name: str(threads) for name in THREAD_VARIABLES}
 
 
 def execute_cell(spec: dict) -> dict:
@@ -361,5 +354,5 @@ def _ray_cell(spec: dict) -> dict:
             logger.setLevel(saved)
 
 
-__all__ = ["CellSpec", "LocalExecutor", "RayExecutor", "THREAD_VARIABLES", "execute_cell", "import_ray",
-           "thread_environment", "visible_gpus", "worker_main"]
+__all__ = ["CellSpec", "LocalExecutor", "RayExecutor", "execute_cell", "import_ray",
+           "visible_gpus", "worker_main"]

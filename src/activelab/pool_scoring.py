@@ -16,7 +16,7 @@ are scored:
 ``executor="ray"``
     The unfinished chunks become a Ray Data dataset of ``(index, position)`` rows, one block per chunk,
     and ``map_batches`` scores them on a pool of ``workers`` actors, each holding one copy of the model
-    and running torch with the cluster's CPUs shared out among the workers (:func:`threads_per_worker`).
+    and running torch with the cluster's CPUs shared out among the workers (:func:`activelab.threads.threads_per_worker`).
     The model travels as its state dict and a :class:`ModelRecipe` that rebuilds the network; the
     dataset travels pickled (a file-backed dataset as its path, so every node must see the same files).
     Results stream back into the same arrays by index. Ray is imported only here, and only then.
@@ -44,7 +44,8 @@ from activelab import inference
 from activelab.config import EXECUTORS
 from activelab.data.base import Dataset
 from activelab.errors import ConfigError, UserError
-from activelab.executors import RAY_HINT, thread_environment
+from activelab.executors import RAY_HINT
+from activelab.threads import thread_environment, threads_per_worker
 from activelab.inference import POOL_OUTPUTS, pool_outputs
 from activelab.io import atomic_write_json
 from activelab.models import build_model
@@ -87,15 +88,6 @@ class ModelRecipe:
         if not isinstance(model, ActiveModel):
             model = ActiveModel.from_backbone(model, self.num_classes, self.input_shape)
         return model
-
-
-def threads_per_worker(cpus: int, workers: int) -> int:
-    """torch/BLAS threads of each of ``workers`` processes sharing ``cpus`` cores (at least 1).
-
-    More threads than cores in total makes the same kernels 5-10x slower on small machines (OpenMP
-    threads spin-wait for each other); see :mod:`activelab.executors`.
-    """
-    return max(1, int(cpus) // max(1, int(workers)))
 
 
 def score_pool(model: ActiveModel, dataset: Dataset, positions: np.ndarray, wanted: set[str], *,
@@ -455,5 +447,4 @@ class _RayScorer:
         return outputs
 
 
-__all__ = ["CHUNK_SIZE", "EXECUTORS", "ModelRecipe", "discard_cache", "score_pool", "state_digest",
-           "threads_per_worker"]
+__all__ = ["CHUNK_SIZE", "ModelRecipe", "discard_cache", "score_pool", "state_digest"]

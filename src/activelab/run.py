@@ -67,6 +67,7 @@ from activelab.records import RoundRecord
 from activelab.runlock import RunLock
 from activelab.store import STORE_NAME
 from activelab.strategies import get_strategy
+from activelab.threads import cap_torch_threads
 from activelab.training import TrainSettings, evaluate, fit
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,7 @@ class Run:
     def __init__(self, config: RunConfig, *, callbacks: Sequence[Callback] = (),
                  model: Callable[[], nn.Module] | None = None):
         config = config.validated()
+        cap_torch_threads()
         self.config = config
         self.strategy = get_strategy(config.sampling_method)
         self.dataset = self._load_dataset()

@@ -47,7 +47,6 @@ import itertools
 import json
 import logging
 import math
-import os
 import re
 import sqlite3
 import sys
@@ -61,6 +60,7 @@ from activelab.config import RunConfig, closest
 from activelab.errors import ConfigError, StateError, UserError
 from activelab.io import atomic_write_json
 from activelab.store import STORE_NAME
+from activelab.threads import usable_cpus
 
 #: The sweep's status file in its results folder: every cell's status, error and times.
 STATUS_FILE = "sweep-status.json"
@@ -960,18 +960,11 @@ class _Rate:
         return total / max(1, slots)
 
 
-def _usable_cpus() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
 def _default_slots(sweep: Sweep, workers: int | None, executor: str, cells: int) -> int:
     """Cells at once: ``workers``, else the usable cores (local) divided by ``cpus_per_cell``, at most ``cells``."""
     if workers is not None:
         return max(1, min(workers, max(1, cells)))
-    slots = max(1, _usable_cpus() // sweep.cpus_per_cell)
+    slots = max(1, usable_cpus() // sweep.cpus_per_cell)
     gpus = max((cell.config.gpus for cell in sweep.cells), default=0)
     if executor == "local" and gpus:
         from activelab.executors import visible_gpus
@@ -984,7 +977,7 @@ def _local_threads(sweep: Sweep, workers: int | None, slots: int) -> int:
     """Threads per cell: ``cpus_per_cell``, or the cores shared out among the workers when they are given."""
     if workers is None:
         return sweep.cpus_per_cell
-    return max(1, _usable_cpus() // slots)
+    return max(1, usable_cpus() // slots)
 
 
 def _now() -> str:
