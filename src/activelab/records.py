@@ -17,7 +17,8 @@ class RoundRecord:
     ``val_accuracy`` is the best validation accuracy (early stopping), ``epochs`` and ``steps`` the epochs
     and optimiser steps trained, ``lr`` the learning rate used (chosen per round with ``auto_lr``),
     ``test_accuracy`` and
-    ``test_macro_f1`` are measured on the test split (None without one). ``labels_digest`` identifies the
+    ``test_macro_f1`` are measured on the test split (None without one), ``n_test`` items of it (a person's
+    test set can grow between rounds, so the same split may hold more labels later). ``labels_digest`` identifies the
     labelled set the model was trained on. ``acquired`` turns True once nothing of the round's selection
     is pending any more; ``selection_ids`` / ``selection_scores`` list the selected items that were
     taught, in teaching order, with the score that selected each (None where a strategy has no score).
@@ -33,6 +34,7 @@ class RoundRecord:
     lr: float | None = None
     test_accuracy: float | None = None
     test_macro_f1: float | None = None
+    n_test: int | None = None
     seconds_train: float | None = None
     seconds_evaluate: float | None = None
     seconds_score: float | None = None

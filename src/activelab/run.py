@@ -581,6 +581,7 @@ class Run:
         if test_ids.size:
             metrics = evaluate(model, self.dataset, test_ids, self.settings, labels=test_labels)
             record.test_accuracy, record.test_macro_f1 = metrics["test_accuracy"], metrics["test_macro_f1"]
+        record.n_test = int(test_ids.size)
         record.seconds_evaluate = time.perf_counter() - start
         self._save()
         crash_point("round-evaluated")

@@ -72,6 +72,7 @@ def test_upload_label_suggest_train_and_export(tmp_path, fashion_pngs):
     assert job["state"] == "done" and job["round"] == 0, job
     status = client.get("/api/status").json()
     assert status["rounds"][0]["n_labelled"] == 10 and status["rounds"][0]["steps"] == 10
+    assert status["rounds"][0]["n_test"] == len(test_ids)  # the accuracy is on every test label given
     accuracy = status["rounds"][0]["test_accuracy"]
     queue = status["queue"]
     assert len(queue) == 10 and all(item["kind"] == "batch" and 0 < item["confidence"] <= 1 for item in queue)

@@ -244,7 +244,7 @@ class Project:
             "pending": 0 if state.pending is None else len(state.pending["ids"]),
             "stale": latest is None or latest.labels_digest != state.labels_digest(),
             "rounds": [{"round": record.round, "n_labelled": record.n_labelled, "test_accuracy": record.test_accuracy,
-                        "test_macro_f1": record.test_macro_f1, "steps": record.steps,
+                        "n_test": record.n_test, "test_macro_f1": record.test_macro_f1, "steps": record.steps,
                         "seconds_train": record.seconds_train} for record in state.rounds],
         }
 
