@@ -30,7 +30,6 @@ import platform
 import statistics
 import sys
 import time
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -39,17 +38,8 @@ from threadpoolctl import threadpool_limits
 from activelab.strategies import registry
 
 sys.path.insert(0, str(Path(__file__).parent))
+from harness import peak_extra_bytes  # noqa: E402
 from selection import random_probs  # noqa: E402
-
-
-def peak_extra_bytes(call) -> tuple[object, int]:
-    tracemalloc.start()
-    tracemalloc.reset_peak()
-    before = tracemalloc.get_traced_memory()[0]
-    result = call()
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return result, peak - before
 
 
 def main() -> None:

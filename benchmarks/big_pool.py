@@ -33,21 +33,8 @@ import threading
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
-
-_WRITE_BLOCK = 65_536
-
-
-def write_pool(path: Path, size: int, seed: int = 0) -> None:
-    """``size`` random 28x28 uint8 images and labels 0..9 in the arrays source's HDF5 layout."""
-    rng = np.random.default_rng(seed)
-    with h5py.File(path, "w") as handle:
-        images = handle.create_dataset("X", shape=(size, 28, 28), dtype=np.uint8, chunks=(1024, 28, 28))
-        for start in range(0, size, _WRITE_BLOCK):
-            stop = min(start + _WRITE_BLOCK, size)
-            images[start:stop] = rng.integers(0, 256, (stop - start, 28, 28), dtype=np.uint8)
-        handle.create_dataset("y", data=rng.integers(0, 10, size, dtype=np.int64))
+from harness import write_pool
 
 
 class MemoryWatch:

@@ -28,12 +28,12 @@ import os
 import platform
 import statistics
 import time
-import tracemalloc
 
 import numpy as np
 from scipy.spatial.distance import cdist
 
 from activelab.strategies import registry
+from harness import peak_extra_bytes
 
 
 def blobs(n_rows: int, width: int, seed: int, centres: int = 50) -> np.ndarray:
@@ -108,19 +108,9 @@ def reference_kmeanspp(grads: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 # --- harness -----------------------------------------------------------------------------------------
 
-def peak_extra_bytes(call) -> int:
-    tracemalloc.start()
-    tracemalloc.reset_peak()
-    before = tracemalloc.get_traced_memory()[0]
-    call()
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return peak - before
-
-
 def compare(title: str, calls: dict[str, object], repeats: int, nbytes: int) -> None:
     """One untimed run of each call under tracemalloc, then ``repeats`` alternating timed runs; print the table."""
-    extra = {name: peak_extra_bytes(call) for name, call in calls.items()}
+    extra = {name: peak_extra_bytes(call)[1] for name, call in calls.items()}
     times: dict[str, list[float]] = {name: [] for name in calls}
     picks: dict[str, np.ndarray] = {}
     for _ in range(repeats):

@@ -23,21 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
-
-_WRITE_BLOCK = 65_536
-
-
-def write_pool(path: Path, size: int, seed: int = 0) -> None:
-    """Write ``size`` random 28x28 uint8 images and labels 0..9 to HDF5, a block at a time."""
-    rng = np.random.default_rng(seed)
-    with h5py.File(path, "w") as handle:
-        images = handle.create_dataset("X", shape=(size, 28, 28), dtype=np.uint8, chunks=(1024, 28, 28))
-        for start in range(0, size, _WRITE_BLOCK):
-            stop = min(start + _WRITE_BLOCK, size)
-            images[start:stop] = rng.integers(0, 256, (stop - start, 28, 28), dtype=np.uint8)
-        handle.create_dataset("y", data=np.arange(size, dtype=np.int64) % 10)
+from harness import write_pool
 
 
 def _status_mb(field: str) -> float:

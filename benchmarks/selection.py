@@ -16,11 +16,11 @@ import os
 import platform
 import statistics
 import time
-import tracemalloc
 
 import numpy as np
 
 from activelab.strategies import registry
+from harness import peak_extra_bytes
 
 
 def random_probs(shape: tuple[int, ...], seed: int) -> np.ndarray:
@@ -111,16 +111,6 @@ def methods(n: int, probs_N_C: np.ndarray, probs_T_N_C: np.ndarray) -> dict[str,
     return table
 
 
-def peak_extra_bytes(call) -> int:
-    tracemalloc.start()
-    tracemalloc.reset_peak()
-    before = tracemalloc.get_traced_memory()[0]
-    call()
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return peak - before
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the 1,000,000-item pools")
@@ -155,7 +145,7 @@ def main() -> None:
         print(f"\n{task}: median s, ratio to numpy, peak extra memory (x input), overlap with numpy's top {args.n}")
         for name, call in calls.items():
             median = statistics.median(times[name])
-            extra = peak_extra_bytes(call)
+            extra = peak_extra_bytes(call)[1]
             overlap = len(reference & set(np.asarray(call()).tolist()))
             print(f"  {name:20s} {median:9.4f} s  {median / base:6.2f}x  {extra / 2**20:8.1f} MiB "
                   f"({extra / nbytes:5.2f}x)  {overlap}")
