@@ -34,6 +34,16 @@ def browser():
     driver.quit()
 
 
+def open_page(driver, url: str, ready: str, timeout: float = 60) -> None:
+    """Go to ``url`` and wait until its document is complete and holds ``ready`` (a CSS selector): on a busy
+    machine ``driver.get`` may return while the previous page or the deferred script is still in place."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(url)
+    wait_until(lambda: driver.execute_script("return document.readyState") == "complete"
+               and driver.find_elements(By.CSS_SELECTOR, ready), timeout, f"{ready} on {url}")
+
+
 def wait_until(condition, timeout: float = 120, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -80,25 +90,28 @@ def test_label_with_the_keyboard_suggest_and_export_in_chromium(browser, tmp_pat
         driver.save_screenshot(str(shots / "2-project.png"))
 
         def label_page_with_keys(skip_last: bool) -> list[int]:
-            driver.get(api.base_url.join("/label").__str__())
+            open_page(driver, str(api.base_url.join("/label")), "#grid figure.current")
             cards = driver.find_elements(By.CSS_SELECTOR, "#grid figure")
             ids = [int(card.get_attribute("data-id")) for card in cards]
             body = driver.find_element(By.TAG_NAME, "body")
             for position, item in enumerate(ids):
+                # the page's script has moved to this card (keys sent earlier would be lost under load)
+                wait_until(lambda: "current" in cards[position].get_attribute("class"), 30, f"card {position} selected")
                 if skip_last and position == len(ids) - 1:
                     body.send_keys("s")
                 elif truth[item] < 9:
                     body.send_keys(str(int(truth[item]) + 1))
                 else:  # the tenth class has no key: click its button
                     driver.find_element(By.CSS_SELECTOR, f"#classes button[data-index='{int(truth[item])}']").click()
-                wait_until(lambda: "not labelled" not in cards[position].text, 30, f"card {position}")
+                done = "skipped" if skip_last and position == len(ids) - 1 else "label: "
+                wait_until(lambda: done in cards[position].text, 30, f"card {position}")
             return ids
 
         test_ids = label_page_with_keys(skip_last=False)
         body = driver.find_element(By.TAG_NAME, "body")
         body.send_keys("u")  # undo the last label
         wait_until(lambda: "not labelled" in driver.find_elements(By.CSS_SELECTOR, "#grid figure")[-1].text, 30, "undo")
-        assert api.get("/api/status").json()["test"]["labelled"] == 4
+        wait_until(lambda: api.get("/api/status").json()["test"]["labelled"] == 4, 30, "the undone test label")
         body.send_keys(Keys.ARROW_LEFT, Keys.ARROW_RIGHT)  # move away and back to the undone image
         last = test_ids[-1]
         if truth[last] < 9:
@@ -111,7 +124,7 @@ def test_label_with_the_keyboard_suggest_and_export_in_chromium(browser, tmp_pat
         def suggest() -> dict:
             """Click Suggest and wait for the page's progress display to say the new batch is ready."""
             before = (api.get("/api/job").json()["job"] or {}).get("id")
-            driver.get(str(api.base_url))
+            open_page(driver, str(api.base_url), "form[hx-post='/suggest'] button")
             driver.find_element(By.XPATH, "//button[text()='Suggest']").click()
             wait_until(lambda: job_ready(before), 300, "the suggestion")
             return api.get("/api/job").json()["job"]
@@ -131,11 +144,12 @@ def test_label_with_the_keyboard_suggest_and_export_in_chromium(browser, tmp_pat
             driver.save_screenshot(str(shots / f"4-batch-round{round_expected}.png"))
             assert len(batch) == 5
         assert suggest()["round"] == 1
-        driver.get(str(api.base_url))
+        open_page(driver, str(api.base_url), "table.rounds tbody tr")
         rounds = driver.find_elements(By.CSS_SELECTOR, "table.rounds tbody tr")
-        assert len(rounds) == 2 and rounds[-1].find_elements(By.TAG_NAME, "td")[2].text != "-"
+        assert len(rounds) == 2
+        assert rounds[-1].find_elements(By.TAG_NAME, "td")[2].text != "-"
         driver.save_screenshot(str(shots / "5-rounds.png"))
-        driver.get(api.base_url.join("/label").__str__())
+        open_page(driver, str(api.base_url.join("/label")), "#grid figure.current")
         wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, "#grid .guess"), 30,
                    f"the suggested batch on the page (queue: {api.get('/api/status').json()['queue']})")
         guesses = driver.find_elements(By.CSS_SELECTOR, "#grid .guess")
