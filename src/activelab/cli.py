@@ -273,7 +273,11 @@ def build_parser() -> _Parser:
     report.add_argument("--out", metavar="DIR", default="report", help="folder for index.html, PNGs and CSVs")
     report.add_argument("--target", metavar="ACC", type=float, action="append", default=None,
                         help="a test accuracy whose label cost is reported; repeatable (default: 0.7, 0.8, 0.9)")
-    report.add_argument("--seed", metavar="N", type=int, default=0, help="seed of the paired bootstrap")
+    report.add_argument("--seed", metavar="N", type=int, default=0,
+                        help="seed of the paired bootstrap and of the typicality reference sample")
+    report.add_argument("--diagnostics", action="store_true",
+                        help="also load each run's last model and images: recall of every class and typicality of "
+                             "the acquired images (seconds per run)")
     fetch = _subcommand(parser, commands, "fetch", "make sure a downloadable dataset is on this machine")
     fetch.add_argument("dataset", choices=["fashion-mnist", "mnist"], help="the dataset")
     serve = _subcommand(parser, commands, "serve", "start the labelling app for a project folder (upload, label, "
@@ -927,7 +931,7 @@ def command_report(args: argparse.Namespace) -> int:
     from activelab.report import DEFAULT_TARGETS, write_report
 
     page = write_report(Path(args.results_dir), Path(args.out), targets=args.target or DEFAULT_TARGETS,
-                        seed=args.seed)
+                        seed=args.seed, diagnostics=args.diagnostics)
     print(f"report: {page}")
     return 0
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from activelab import stats
 from activelab.config import RESUMABLE_CHANGES
-from activelab.errors import ConfigError, StateError
+from activelab.errors import ConfigError, StateError, UserError
 from activelab.io import atomic_write_bytes
 from activelab.store import STORE_NAME, Store
 
@@ -78,6 +78,7 @@ class RunData:
     created: str
     config: dict
     strategy_name: str = ""
+    run_dir: str = ""
     rounds: list[dict] = field(default_factory=list)
     selections: dict[int, list[int]] = field(default_factory=dict)
 
@@ -100,6 +101,7 @@ class Group:
     runs: list[RunData] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     slug: str = ""
+    complete: set[str] = field(default_factory=set)  # ids of the runs that reached the group's budget
 
     @property
     def settings_text(self) -> str:
@@ -143,7 +145,7 @@ class Report:
 
 
 def write_report(results_dir: Path, out: Path, *, targets: Sequence[float] = DEFAULT_TARGETS,
-                 confidence: float = 0.95, n_resamples: int = 9999, seed: int = 0) -> Path:
+                 confidence: float = 0.95, n_resamples: int = 9999, seed: int = 0, diagnostics: bool = False) -> Path:
     """Write the report of the runs in ``results_dir`` into the folder ``out``; return ``out/index.html``.
 
     Parameters
@@ -157,7 +159,11 @@ def write_report(results_dir: Path, out: Path, *, targets: Sequence[float] = DEF
     confidence : float
         Level of every interval (t intervals over seeds, bootstrap intervals of paired differences).
     n_resamples, seed : int
-        Bootstrap resamples and the seed of their generator, so the report is reproducible.
+        Bootstrap resamples and the seed of their generator (and of the typicality reference sample), so
+        the report is reproducible.
+    diagnostics : bool
+        Also load every complete run's last model and images, for the class recall of the model and the
+        typicality of the acquired images (:mod:`activelab.diagnostics`; seconds per run).
 
     Returns
     -------
@@ -169,7 +175,8 @@ def write_report(results_dir: Path, out: Path, *, targets: Sequence[float] = DEF
     ConfigError
         The folder holds no runs, or an option is out of range.
     """
-    report = build_report(results_dir, targets=targets, confidence=confidence, n_resamples=n_resamples, seed=seed)
+    report = build_report(results_dir, targets=targets, confidence=confidence, n_resamples=n_resamples, seed=seed,
+                          diagnostics=diagnostics)
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -177,7 +184,7 @@ def write_report(results_dir: Path, out: Path, *, targets: Sequence[float] = DEF
         raise StateError(f"could not create the report folder {out} ({error.strerror or error}).") from None
     csv_names = []
     for name, rows in report.tables.items():
-        atomic_write_bytes(out / f"{name}.csv", _csv_bytes(rows, TABLE_COLUMNS[name]))
+        atomic_write_bytes(out / f"{name}.csv", _csv_bytes(rows, {**TABLE_COLUMNS, **DIAGNOSTIC_COLUMNS}[name]))
         csv_names.append(f"{name}.csv")
     figures = _figures(report)
     for name, png in figures.items():
@@ -188,7 +195,7 @@ def write_report(results_dir: Path, out: Path, *, targets: Sequence[float] = DEF
 
 
 def build_report(results_dir: Path, *, targets: Sequence[float] = DEFAULT_TARGETS, confidence: float = 0.95,
-                 n_resamples: int = 9999, seed: int = 0) -> Report:
+                 n_resamples: int = 9999, seed: int = 0, diagnostics: bool = False) -> Report:
     """Read the runs of ``results_dir`` and compute every table of the report (no files are written)."""
     targets = tuple(_check_targets(targets))
     if isinstance(confidence, bool) or not isinstance(confidence, numbers.Real) or not 0 < confidence < 1:
@@ -201,8 +208,13 @@ def build_report(results_dir: Path, *, targets: Sequence[float] = DEFAULT_TARGET
     results_dir = Path(results_dir)
     groups = group_runs(load_runs(results_dir))
     tables: dict[str, list[dict]] = {name: [] for name in TABLE_COLUMNS}
+    if diagnostics:
+        tables.update({name: [] for name in DIAGNOSTIC_COLUMNS})
+    cache: dict = {}
     for group in groups:
         _analyse(group, tables, targets, confidence, n_resamples, seed)
+        if diagnostics:
+            _diagnose(group, tables, confidence, seed, cache)
     return Report(results_dir=results_dir, groups=groups, targets=targets, confidence=confidence,
                   n_resamples=n_resamples, seed=seed, tables=tables)
 
@@ -214,7 +226,7 @@ def load_runs(results_dir: Path) -> list[RunData]:
         problem = "is not a folder" if results_dir.exists() else "does not exist"
         raise ConfigError(f"the results folder {results_dir} {problem}.")
     store = Store(results_dir / STORE_NAME)
-    rows = store._query("SELECT run_id, dataset, strategy, model, seed, status, created, config FROM runs "
+    rows = store._query("SELECT run_id, dataset, strategy, model, seed, status, created, config, run_dir FROM runs "
                         "ORDER BY created, run_id")
     if not rows:
         raise ConfigError(f"{results_dir} holds no activelab runs (no runs in {STORE_NAME}); "
@@ -228,7 +240,8 @@ def load_runs(results_dir: Path) -> list[RunData]:
         runs[row["run_id"]] = RunData(run_id=row["run_id"], dataset=row["dataset"],
                                       strategy=strategy_label(row["strategy"], config.get("strategy_kwargs")),
                                       model=row["model"], seed=int(row["seed"]), status=row["status"],
-                                      created=row["created"], config=config, strategy_name=row["strategy"])
+                                      created=row["created"], config=config, strategy_name=row["strategy"],
+                                      run_dir=row["run_dir"])
     for row in store.rounds():
         if row["run_id"] in runs:
             runs[row["run_id"]].rounds.append(row)
@@ -336,6 +349,18 @@ TABLE_COLUMNS = {
     "class_imbalance": (*GROUP_COLUMNS, "strategy", "round", "n_seeds", "mean_acquired_so_far", "ratio_mean",
                         "ratio_min", "ratio_max"),
 }
+#: The tables of ``--diagnostics`` (see :mod:`activelab.diagnostics`), in the same form.
+DIAGNOSTIC_COLUMNS = {
+    "class_recall_runs": (*GROUP_COLUMNS, "strategy", "seed", "run_id", "class", "class_name", "test_items",
+                          "recall"),
+    "class_recall": (*GROUP_COLUMNS, "strategy", "class", "class_name", "n_seeds", "mean_recall", "min_recall",
+                     "max_recall"),
+    "diagnostics_runs": (*GROUP_COLUMNS, "strategy", "seed", "run_id", "n_acquired", "acquired_distance",
+                         "reference_distance", "typicality", "shortfall", "shortfall_class"),
+    "diagnostics": (*GROUP_COLUMNS, "strategy", "n_seeds", "typicality_mean", "typicality_ci_low",
+                    "typicality_ci_high", "n_pairs", "shortfall_mean", "shortfall_ci_low", "shortfall_ci_high",
+                    "shortfall_class", "shortfall_class_seeds"),
+}
 
 
 def _analyse(group: Group, tables: dict[str, list[dict]], targets: tuple[float, ...], confidence: float,
@@ -371,6 +396,7 @@ def _analyse(group: Group, tables: dict[str, list[dict]], targets: tuple[float, 
     evaluated = [labels for labels in ends.values() if labels.size]
     budget = max(float(labels[-1]) for labels in evaluated) if evaluated else math.nan
     complete = {run_id for run_id, labels in ends.items() if labels.size and labels[-1] == budget}
+    group.complete = complete
     no_test = sorted(run.run_id for run in group.runs if not ends[run.run_id].size)
     if no_test:
         group.notes.append(f"{len(no_test)} run(s) have no round with a test accuracy: {', '.join(no_test)}.")
@@ -509,6 +535,64 @@ def _analyse(group: Group, tables: dict[str, list[dict]], targets: tuple[float, 
                 "ratio_max": float(ratios.max()) if ratios.size else None})
 
 
+def _diagnose(group: Group, tables: dict[str, list[dict]], confidence: float, seed: int, cache: dict) -> None:
+    """Class recall of the last model and typicality of the acquired images of the group's complete runs, and
+    each run's largest shortfall in the recall of one class against random's last model on the same seed."""
+    from activelab.diagnostics import diagnose_run
+
+    columns = group.columns
+    found = {}
+    for run in sorted(group.runs, key=lambda run: (run.strategy, run.seed)):
+        if run.run_id in group.complete:
+            try:
+                found[run.run_id] = diagnose_run(Path(run.run_dir), cache=cache, seed=seed)
+            except UserError as error:
+                group.notes.append(f"no diagnostics for {run.run_id}: {error}")
+    runs = [run for run in sorted(group.runs, key=lambda run: (run.strategy, run.seed)) if run.run_id in found]
+    random_recall = {run.seed: found[run.run_id].class_recall for run in runs if run.strategy == BASELINE}
+    for strategy in group.strategies:
+        mine = [run for run in runs if run.strategy == strategy]
+        if not mine:
+            continue
+        names = found[mine[0].run_id].class_names
+        shortfalls, missed = [], []
+        for run in mine:
+            result = found[run.run_id]
+            for label, name in enumerate(names):
+                tables["class_recall_runs"].append({
+                    **columns, "strategy": strategy, "seed": run.seed, "run_id": run.run_id, "class": label,
+                    "class_name": name, "test_items": int(result.class_test_items[label]),
+                    "recall": float(result.class_recall[label])})
+            row = {**columns, "strategy": strategy, "seed": run.seed, "run_id": run.run_id,
+                   "n_acquired": result.n_acquired, "acquired_distance": result.acquired_distance,
+                   "reference_distance": result.reference_distance, "typicality": result.typicality}
+            if strategy != BASELINE and run.seed in random_recall:
+                gap = random_recall[run.seed] - result.class_recall
+                if not np.isnan(gap).all():
+                    label = int(np.nanargmax(gap))
+                    row.update(shortfall=float(gap[label]), shortfall_class=names[label])
+                    shortfalls.append(float(gap[label]))
+                    missed.append(names[label])
+            tables["diagnostics_runs"].append(row)
+        per_class = np.array([found[run.run_id].class_recall for run in mine])
+        for label, name in enumerate(names):
+            values = per_class[:, label][~np.isnan(per_class[:, label])]
+            tables["class_recall"].append({
+                **columns, "strategy": strategy, "class": label, "class_name": name, "n_seeds": len(mine),
+                "mean_recall": float(values.mean()) if values.size else None,
+                "min_recall": float(values.min()) if values.size else None,
+                "max_recall": float(values.max()) if values.size else None})
+        typicality = [found[run.run_id].typicality for run in mine if not math.isnan(found[run.run_id].typicality)]
+        typical = stats.t_interval(typicality, confidence) if typicality else (None, None, None)
+        shortfall = stats.t_interval(shortfalls, confidence) if shortfalls else (None, None, None)
+        tables["diagnostics"].append({
+            **columns, "strategy": strategy, "n_seeds": len(mine), "typicality_mean": typical[0],
+            "typicality_ci_low": typical[1], "typicality_ci_high": typical[2], "n_pairs": len(shortfalls),
+            "shortfall_mean": shortfall[0], "shortfall_ci_low": shortfall[1], "shortfall_ci_high": shortfall[2],
+            "shortfall_class": max(set(missed), key=lambda name: (missed.count(name), name)) if missed else None,
+            "shortfall_class_seeds": max(missed.count(name) for name in missed) if missed else None})
+
+
 # ----------------------------------------------------------------------------------------------- figures
 
 def strategy_colours(strategies: Iterable[str]) -> dict[str, str]:
@@ -577,17 +661,24 @@ def _figures(report: Report) -> dict[str, bytes]:
 
         aubc = [row for row in report.tables["aubc"] if row["group"] == group.slug and row["metric"] == "test_accuracy"]
         if aubc:
-            figure, axes = _new_figure()
-            for position, row in enumerate(aubc):
-                error = [[row["mean"] - _nan(row["ci_low"])], [_nan(row["ci_high"]) - row["mean"]]]
-                axes.errorbar([row["mean"]], [position], xerr=error, fmt="o", capsize=4,
-                              **{key: value for key, value in _style(row["strategy"], colours).items()
-                                 if key != "linestyle"})
-            axes.set_yticks(range(len(aubc)), [_mpl_text(row["strategy"]) for row in aubc])
-            axes.invert_yaxis()
+            figure, axes = _intervals_figure(aubc, "mean", "ci_low", "ci_high", colours)
             _finish(figure, axes, group, f"AUBC of test accuracy: mean over seeds, {level} t interval",
                     "normalised area under the budget curve (test accuracy)", "strategy", legend=False)
             figures[f"{group.slug}_aubc.png"] = _png(figure)
+
+        diagnosed = [row for row in report.tables.get("diagnostics", []) if row["group"] == group.slug
+                     and row["typicality_mean"] is not None]
+        if diagnosed:
+            figure, axes = _intervals_figure(diagnosed, "typicality_mean", "typicality_ci_low", "typicality_ci_high",
+                                             colours)
+            axes.axvline(1.0, color=BASELINE_COLOUR, linewidth=1, linestyle=":")
+            _finish(figure, axes, group, f"typicality of the acquired images (1: like a random pick, above: "
+                    f"atypical): mean over seeds, {level} t interval",
+                    "mean 10-NN distance of acquired images / of random pool images", "strategy", legend=False)
+            figures[f"{group.slug}_typicality.png"] = _png(figure)
+        recall = [row for row in report.tables.get("class_recall", []) if row["group"] == group.slug]
+        if recall:
+            figures[f"{group.slug}_class_recall.png"] = _class_recall_figure(group, recall)
 
         imbalance = [row for row in report.tables["class_imbalance"] if row["group"] == group.slug]
         if imbalance:
@@ -606,6 +697,43 @@ def _figures(report: Report) -> dict[str, bytes]:
                     "not acquired yet)", "round", "largest / smallest class count (mean over seeds)")
             figures[f"{group.slug}_class_imbalance.png"] = _png(figure)
     return figures
+
+
+def _intervals_figure(rows: list[dict], mean: str, low: str, high: str, colours: dict[str, str]):
+    """One row per strategy: its mean as a dot with the interval ``[low, high]`` as error bars."""
+    figure, axes = _new_figure()
+    for position, row in enumerate(rows):
+        error = [[row[mean] - _nan(row[low])], [_nan(row[high]) - row[mean]]]
+        axes.errorbar([row[mean]], [position], xerr=error, fmt="o", capsize=4,
+                      **{key: value for key, value in _style(row["strategy"], colours).items() if key != "linestyle"})
+    axes.set_yticks(range(len(rows)), [_mpl_text(row["strategy"]) for row in rows])
+    axes.invert_yaxis()
+    return figure, axes
+
+
+def _class_recall_figure(group: Group, rows: list[dict]) -> bytes:
+    """Mean recall of every class (columns) by the last model of every strategy (rows), as a heat map."""
+    strategies = sorted({row["strategy"] for row in rows}, key=lambda name: (name != BASELINE, name))
+    classes = sorted({(row["class"], row["class_name"]) for row in rows})
+    values = np.full((len(strategies), len(classes)), np.nan)
+    for row in rows:
+        values[strategies.index(row["strategy"]), classes.index((row["class"], row["class_name"]))] = \
+            _nan(row["mean_recall"])
+    figure, axes = _new_figure()
+    image = axes.imshow(values, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+    if values.size <= 400:  # the numbers stay readable up to about 20 x 20 cells
+        for (y, x), value in np.ndenumerate(values):
+            if not math.isnan(value):
+                axes.text(x, y, f"{value:.2f}", ha="center", va="center", fontsize="x-small",
+                          color="black" if value > 0.6 else "white")
+    axes.set_yticks(range(len(strategies)), [_mpl_text(name) for name in strategies])
+    axes.set_xticks(range(len(classes)), [_mpl_text(name) for _, name in classes], rotation=45, ha="right",
+                    fontsize="small")
+    figure.colorbar(image, ax=axes, label="recall")
+    _finish(figure, axes, group, "recall of each class by the last model (mean over seeds)", "class", "strategy",
+            legend=False)
+    axes.grid(False)
+    return _png(figure)
 
 
 def _mpl_text(text: str) -> str:
@@ -660,6 +788,14 @@ is their sum, a run's total the sum over its rounds.</li>
 <li><b>Class balance.</b> Labels of the selected images per round (the initial labelled set is not included);
 the imbalance ratio is the largest class count of the labels acquired up to and including a round divided by
 the smallest (1 is balanced, &infin; while a class has none), over the classes acquired in the group.</li>
+<li><b>Diagnostics</b> (<code>--diagnostics</code>). For every run that reached the budget, the recall of each
+class by its last model on its test items, and the typicality of the images it acquired: their mean distance
+to their 10 nearest neighbours among a random sample of up to 5,000 images of the run's pool (seed {seed}),
+divided by the same mean for the sample's own images. Distances are taken between the images' pixels,
+average-pooled to at most 32 &times; 32 and projected on their first 50 principal components, a space no
+strategy's model shapes. The shortfall of a run is the largest amount by which its last model's recall of one
+class falls below the recall of random's last model on the same seed (the class a strategy stopped asking
+about shows here).</li>
 </ul>
 """
 
@@ -758,6 +894,24 @@ def _group_html(report: Report, group: Group, figures: dict[str, bytes], level: 
              f"{_f(row['ratio_mean'], 2)} ({_f(row['ratio_min'], 2)}–{_f(row['ratio_max'], 2)})",
              _f(worst.get(strategy), 2)] for strategy, row in last.items()]))
         parts.append(_img(figures, f"{slug}_class_imbalance.png", f"{group.title}: class imbalance per round"))
+
+    if rows.get("diagnostics"):
+        parts.append("<h3>Why: the classes the last models miss, and how typical the acquired images are</h3>")
+        parts.append(f"<p>Over the runs that reached the budget ({level} t intervals over seeds): the "
+                     f"typicality of the acquired images (1: like random picks, above 1: atypical), and the "
+                     f"shortfall, on each seed, of the class whose recall by the last model falls furthest below "
+                     f"random's on the same seed, with the class most often so.</p>")
+        parts.append(_table(["strategy", "seeds", "typicality", "shortfall (pairs)", "class most short of random"], [
+            [row["strategy"], row["n_seeds"],
+             _interval({"mean": row["typicality_mean"], "ci_low": row["typicality_ci_low"],
+                        "ci_high": row["typicality_ci_high"]}),
+             "—" if not row["n_pairs"] else _interval({"mean": row["shortfall_mean"], "ci_low": row["shortfall_ci_low"],
+                                                       "ci_high": row["shortfall_ci_high"]}) + f" ({row['n_pairs']})",
+             "—" if row["shortfall_class"] is None else
+             f"{row['shortfall_class']} ({row['shortfall_class_seeds']}/{row['n_pairs']} seeds)"]
+            for row in rows["diagnostics"]]))
+        parts.append(_img(figures, f"{slug}_typicality.png", f"{group.title}: typicality of the acquired images"))
+        parts.append(_img(figures, f"{slug}_class_recall.png", f"{group.title}: recall of each class"))
     return "\n".join(parts)
 
 
