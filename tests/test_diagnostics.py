@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import math
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -152,3 +154,22 @@ def test_the_report_command_takes_diagnostics(results, tmp_path, capsys):
     assert main(["report", str(results), "--out", str(tmp_path / "report"), "--diagnostics"]) == 0
     assert "report:" in capsys.readouterr().out
     assert (tmp_path / "report" / "diagnostics.csv").exists()
+
+
+def test_the_docs_table_script_reads_the_reports_numbers(results, tmp_path):
+    page = write_report(results, tmp_path / "report", diagnostics=True)
+    script = Path(__file__).parents[1] / "scripts" / "results_table.py"
+    done = subprocess.run([sys.executable, str(script), str(page.parent)], capture_output=True, text=True, check=True)
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 2 + 3 and lines[2].startswith("| random | 2 |")
+    aubc = {row["strategy"]: float(row["mean"]) for row in read_csv(page.parent / "aubc.csv")
+            if row["metric"] == "test_accuracy"}
+    paired = {row["strategy"]: row for row in read_csv(page.parent / "paired.csv") if row["metric"] == "test_accuracy"}
+    for line in lines[2:]:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        assert cells[2].startswith(f"{100 * aubc[cells[0]]:.1f}")
+        if cells[0] != "random":
+            assert cells[3].startswith(f"{100 * float(paired[cells[0]]['mean_difference']):+.2f}")
+            assert cells[4] == f"{paired[cells[0]]['wins']}/2"
+    missing = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "Traceback" not in missing.stderr
