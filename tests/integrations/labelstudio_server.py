@@ -148,8 +148,11 @@ class LabelStudioAPI:
         return self._ok(self.http.get("/api/tasks", params={"project": project, "page_size": 1000,
                                                              "fields": "all"}))["tasks"]
 
-    def connect_ml_backend(self, project: int, url: str) -> dict:
-        return self._ok(self.http.post("/api/ml", json={"project": project, "url": url, "title": "activelab"}))
+    def connect_ml_backend(self, project: int, url: str, *, basic_auth: tuple[str, str] | None = None) -> dict:
+        body = {"project": project, "url": url, "title": "activelab"}
+        if basic_auth is not None:
+            body.update(auth_method="BASIC_AUTH", basic_auth_user=basic_auth[0], basic_auth_pass=basic_auth[1])
+        return self._ok(self.http.post("/api/ml", json=body))
 
     def annotate(self, task: int, config_result: list[dict]) -> dict:
         return self._ok(self.http.post(f"/api/tasks/{task}/annotations", json={"result": config_result}))

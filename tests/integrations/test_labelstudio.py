@@ -28,9 +28,9 @@ from fastapi.testclient import TestClient
 from activelab.data.sources.mnist_family import FASHION
 from activelab.errors import ConfigError, StateError
 from activelab.inference import pool_outputs
-from activelab.integrations.labelstudio.app import create_app
+from activelab.integrations.labelstudio.app import BasicAuth, create_app
 from activelab.integrations.labelstudio.backend import Backend
-from activelab.integrations.labelstudio.cli import add_arguments, main, settings_from
+from activelab.integrations.labelstudio.cli import PASSWORD_VARIABLE, add_arguments, auth_from, main, settings_from
 from activelab.integrations.labelstudio.labelconfig import parse_label_config
 from activelab.integrations.labelstudio.learner import latest_label, project_id_of
 from activelab.integrations.labelstudio.settings import BackendSettings, scoring_strategies
@@ -327,6 +327,44 @@ def test_command_flags_build_the_settings_and_bad_values_are_one_sentence(tmp_pa
     assert not (tmp_path / "projects").exists()
 
 
+def test_basic_auth_guards_every_endpoint_but_webhooks_of_known_projects(backend):
+    """With credentials, a request without them or with wrong ones is 401 (and names the scheme); Label
+    Studio's project webhooks, which it sends without the connection's credentials, pass only for a project
+    the backend already serves."""
+    client = TestClient(create_app(backend, auth=BasicAuth("studio", "s3cret:ok")))
+    right, wrong = ("studio", "s3cret:ok"), ("studio", "s3cret")
+    for method, path, body in (("GET", "/health", None), ("GET", "/status", None), ("GET", "/versions", None),
+                               ("POST", "/setup", {"project": "7.1", "schema": CONFIG}),
+                               ("POST", "/predict", {"tasks": tasks(1), "project": "7.1", "label_config": CONFIG})):
+        for credentials in (None, wrong):
+            answer = client.request(method, path, json=body, auth=credentials)
+            assert answer.status_code == 401 and answer.headers["www-authenticate"] == 'Basic realm="activelab"'
+            assert answer.json() == {"error": "this backend needs the user name and password it was started with."}
+        assert client.request(method, path, json=body, auth=right).status_code == 200
+    for header in ("Bearer x", "Basic !!!", "Basic " + "c3R1ZGlvOnMzY3JldA==", ""):
+        assert client.get("/health", headers={"Authorization": header}).status_code == 401
+    event = {"action": "TASKS_CREATED", "tasks": []}
+    assert client.post("/webhook", json={**event, "project": {"id": 8}}).status_code == 401  # unknown project
+    assert not backend.knows(8) and backend.knows(7)  # /setup above made 7 known
+    assert client.post("/webhook", json={**event, "project": {"id": 7}}).json()["status"] == "ignored"
+    assert client.post("/webhook", content=b"not json").status_code == 401
+
+
+def test_basic_auth_flag_takes_the_password_from_the_environment(tmp_path, monkeypatch):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert auth_from(parser.parse_args(["--dir", str(tmp_path)])) is None
+    monkeypatch.delenv(PASSWORD_VARIABLE, raising=False)
+    with pytest.raises(ConfigError, match=PASSWORD_VARIABLE):
+        main(parser.parse_args(["--dir", str(tmp_path), "--basic-auth-user", "studio"]))
+    monkeypatch.setenv(PASSWORD_VARIABLE, "pw")
+    assert auth_from(parser.parse_args(["--dir", str(tmp_path), "--basic-auth-user", "studio"])) == BasicAuth("studio",
+                                                                                                           "pw")
+    with pytest.raises(ConfigError, match="must not contain ':'"):
+        auth_from(parser.parse_args(["--dir", str(tmp_path), "--basic-auth-user", "a:b"]))
+    assert not (tmp_path / "projects").exists()
+
+
 def test_a_second_backend_on_the_same_directory_is_refused(backend):
     with pytest.raises(StateError, match="in use by another activelab process"):
         Backend(backend.folder, backend.settings)
@@ -341,7 +379,9 @@ def test_real_label_studio_gets_scored_predictions_and_retraining(tmp_path, fash
     Fashion-MNIST PNGs, activelab connected as its ML backend through the API, 6 annotations through the
     API. Label Studio must end up with a scored prediction of the newest model version for every task,
     the backend must have retrained on exactly the 6 labels, and Label Studio's own uncertainty-sampling
-    queue must serve the task with the lowest score (activelab's most informative) first."""
+    queue must serve the task with the lowest score (activelab's most informative) first. The backend
+    requires basic authentication, set on the connection as a user would: Label Studio's calls carry it,
+    and its annotation webhooks (sent without it) still reach the backend."""
     executable, reason = ensure_label_studio()
     if executable is None:
         pytest.skip(reason)
@@ -357,9 +397,11 @@ def test_real_label_studio_gets_scored_predictions_and_retraining(tmp_path, fash
                                                zip(positions, pixels)])
         assert len(task_ids) == 12
         settings = BackendSettings(**FAST)
+        credentials = ("studio", "a long password")
         with Backend(tmp_path / "backend", settings, label_studio_url=studio.url, api_key=token) as backend, \
-                serving(create_app(backend)) as backend_url:
-            connection = api.connect_ml_backend(project, backend_url)
+                serving(create_app(backend, auth=BasicAuth(*credentials))) as backend_url:
+            assert httpx.get(f"{backend_url}/health").status_code == 401
+            connection = api.connect_ml_backend(project, backend_url, basic_auth=credentials)
             assert connection["state"] == "CO" and connection["model_version"] == "activelab-cnn-margin-untrained"
             by_task = dict(zip(task_ids, positions))
             for task_id in task_ids[:6]:
@@ -367,7 +409,7 @@ def test_real_label_studio_gets_scored_predictions_and_retraining(tmp_path, fash
             assert backend.training.wait_idle(600)
             api.start_training(connection["id"])
             assert backend.training.wait_idle(600)
-            status = httpx.get(f"{backend_url}/status").json()["projects"][0]
+            status = httpx.get(f"{backend_url}/status", auth=credentials).json()["projects"][0]
             api.retrieve_predictions(project)
 
             latest = status["model_version"]

@@ -22,13 +22,23 @@ Label Studio calls (``label_studio/ml/api_connector.py`` in its source):
 
 ``GET /status`` is activelab's own: each project's model version, training labels and training state.
 
+With :class:`BasicAuth` credentials (Label Studio's "Basic Authentication" of an ML backend connection),
+every request must carry them, except webhooks about a project the backend already serves: Label Studio
+sends its project webhooks without the connection's credentials, and such a webhook can only queue a
+retraining on the labels read from Label Studio.
+
 A request Label Studio could not have sent (missing fields, wrong types, not JSON) is answered 422, and a
 labelling config activelab cannot answer 400, each with ``{"error": "<one sentence>"}``.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hmac
+import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -101,9 +111,50 @@ def _sentence(error: RequestValidationError) -> str:
     return f"the request's {where} is not valid: {message[0].lower() + message[1:]}."
 
 
-def create_app(backend: Backend) -> FastAPI:
-    """The FastAPI app answering Label Studio for ``backend`` (which the caller opens and closes)."""
+@dataclass(frozen=True)
+class BasicAuth:
+    """The user name and password Label Studio must send (HTTP basic authentication)."""
+
+    user: str
+    password: str
+
+    def allows(self, header: str | None) -> bool:
+        """Whether an ``Authorization`` header holds these credentials (compared in constant time)."""
+        scheme, _, encoded = (header or "").partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            given = base64.b64decode(encoded.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        return hmac.compare_digest(given, f"{self.user}:{self.password}".encode("utf-8"))
+
+
+async def _webhook_project(request: Request) -> int | None:
+    """The project a webhook request names, or None when its body does not name one."""
+    try:
+        return project_id_of((json.loads(await request.body()) or {}).get("project"))
+    except (ValueError, AttributeError, TypeError, UserError):
+        return None
+
+
+def create_app(backend: Backend, *, auth: BasicAuth | None = None) -> FastAPI:
+    """The FastAPI app answering Label Studio for ``backend`` (which the caller opens and closes); with
+    ``auth``, requests must carry those credentials (see the module's description for webhooks)."""
     app = FastAPI(title="activelab ML backend for Label Studio", docs_url=None, redoc_url=None)
+
+    if auth is not None:
+        @app.middleware("http")
+        async def require_credentials(request: Request, call_next):
+            if auth.allows(request.headers.get("authorization")):
+                return await call_next(request)
+            if request.method == "POST" and request.url.path == "/webhook":
+                project = await _webhook_project(request)
+                if project is not None and backend.knows(project):
+                    return await call_next(request)
+            log.warning("%s %s refused: no valid credentials.", request.method, request.url.path)
+            return JSONResponse({"error": "this backend needs the user name and password it was started with."},
+                                status_code=401, headers={"WWW-Authenticate": 'Basic realm="activelab"'})
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:

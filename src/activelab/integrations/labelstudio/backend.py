@@ -153,6 +153,11 @@ class Backend:
                 self._projects[project_id] = ProjectLearner(folder, project_id, self.settings)
             return self._projects[project_id]
 
+    def knows(self, project_id: int) -> bool:
+        """Whether ``project_id`` has a learner already (connected before, or found in the directory)."""
+        with self._guard:
+            return project_id in self._projects
+
     def projects(self) -> list[ProjectLearner]:
         with self._guard:
             return [self._projects[key] for key in sorted(self._projects)]

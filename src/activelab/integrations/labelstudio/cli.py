@@ -11,12 +11,19 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from activelab.errors import ConfigError
 from activelab.integrations.labelstudio.settings import BackendSettings
 from activelab.serving import check_port_free, http_url, is_loopback
 
+if TYPE_CHECKING:
+    from activelab.integrations.labelstudio.app import BasicAuth
+
 log = logging.getLogger(__name__)
 _DEFAULTS = BackendSettings.__dataclass_fields__
+#: The environment variable holding the basic-auth password (kept off the command line, which others see).
+PASSWORD_VARIABLE = "ACTIVELAB_BACKEND_PASSWORD"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +57,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", default=os.environ.get("LABEL_STUDIO_API_KEY"),
                         help="personal access token (or legacy token) for Label Studio's API "
                              "(default: $LABEL_STUDIO_API_KEY)")
+    parser.add_argument("--basic-auth-user", metavar="USER",
+                        help=f"require HTTP basic authentication as USER, with the password in ${PASSWORD_VARIABLE} "
+                             "(set the same under the connection's Basic Authentication in Label Studio)")
+
+
+def auth_from(args: argparse.Namespace) -> BasicAuth | None:
+    """The credentials ``--basic-auth-user`` and the password variable ask for; None without the flag."""
+    from activelab.integrations.labelstudio.app import BasicAuth
+
+    if not args.basic_auth_user:
+        return None
+    password = os.environ.get(PASSWORD_VARIABLE, "")
+    if not password:
+        raise ConfigError(f"--basic-auth-user needs the password in the environment variable {PASSWORD_VARIABLE}.")
+    if ":" in args.basic_auth_user:
+        raise ConfigError(f"--basic-auth-user={args.basic_auth_user!r} must not contain ':'.")
+    return BasicAuth(args.basic_auth_user, password)
 
 
 def settings_from(args: argparse.Namespace) -> BackendSettings:
@@ -68,16 +92,18 @@ def main(args: argparse.Namespace) -> int:
     from activelab.integrations.labelstudio.backend import Backend
 
     settings = settings_from(args)
+    auth = auth_from(args)
     check_port_free(args.host, args.port)
     with Backend(args.dir, settings, label_studio_url=args.label_studio_url, api_key=args.api_key) as backend:
         url = http_url(args.host, args.port)
         print(f"activelab ML backend for Label Studio at {url} (model {settings.model}, strategy "
               f"{settings.strategy}, directory {args.dir}); connect it under Project > Settings > Model.", flush=True)
-        if not is_loopback(args.host):
+        if not is_loopback(args.host) and auth is None:
             print(f"activelab: warning: listening on {args.host}, reachable from other machines; anyone who "
-                  "reaches it can ask for predictions and trigger training.", file=sys.stderr, flush=True)
+                  "reaches it can ask for predictions and trigger training (see --basic-auth-user).",
+                  file=sys.stderr, flush=True)
         if args.label_studio_url is None:
             print("activelab: no --label-studio-url given; images and annotations are fetched from the address "
                   "Label Studio sends when it connects.", file=sys.stderr, flush=True)
-        uvicorn.run(create_app(backend), host=args.host, port=args.port, log_level="warning")
+        uvicorn.run(create_app(backend, auth=auth), host=args.host, port=args.port, log_level="warning")
     return 0
