@@ -320,3 +320,13 @@ def test_the_sweep_command_lists_the_cells_or_refuses_a_bad_file_in_one_sentence
     bad = write_sweep(tmp_path, axes={"sampling_method": ["margn"], "seed": 1}, fixed=TINY, name="bad.toml")
     assert_one_sentence(*run_cli(capsys, "sweep", bad), "did you mean margin?")
     assert not (tmp_path / "out").exists()
+
+
+EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.*"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[path.name for path in EXAMPLES])
+def test_every_example_sweep_file_is_valid(path):
+    """The sweep files the README and docs/results.md run pass every check (strategies, fields, types)."""
+    sweep = load_sweep(path)
+    assert sweep.cells and len({cell.name for cell in sweep.cells}) == len(sweep.cells)
