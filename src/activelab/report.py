@@ -542,13 +542,14 @@ def _diagnose(group: Group, tables: dict[str, list[dict]], confidence: float, se
 
     columns = group.columns
     found = {}
-    for run in sorted(group.runs, key=lambda run: (run.strategy, run.seed)):
-        if run.run_id in group.complete:
-            try:
-                found[run.run_id] = diagnose_run(Path(run.run_dir), cache=cache, seed=seed)
-            except UserError as error:
-                group.notes.append(f"no diagnostics for {run.run_id}: {error}")
-    runs = [run for run in sorted(group.runs, key=lambda run: (run.strategy, run.seed)) if run.run_id in found]
+    ordered = sorted((run for run in group.runs if run.run_id in group.complete),
+                     key=lambda run: (run.strategy, run.seed))
+    for run in ordered:
+        try:
+            found[run.run_id] = diagnose_run(Path(run.run_dir), cache=cache, seed=seed)
+        except UserError as error:
+            group.notes.append(f"no diagnostics for {run.run_id}: {error}")
+    runs = [run for run in ordered if run.run_id in found]
     random_recall = {run.seed: found[run.run_id].class_recall for run in runs if run.strategy == BASELINE}
     for strategy in group.strategies:
         mine = [run for run in runs if run.strategy == strategy]
@@ -674,7 +675,7 @@ def _figures(report: Report) -> dict[str, bytes]:
             axes.axvline(1.0, color=BASELINE_COLOUR, linewidth=1, linestyle=":")
             _finish(figure, axes, group, f"typicality of the acquired images (1: like a random pick, above: "
                     f"atypical): mean over seeds, {level} t interval",
-                    "mean 10-NN distance of acquired images / of random pool images", "strategy", legend=False)
+                    "mean distance to the nearest pool images: acquired / random images", "strategy", legend=False)
             figures[f"{group.slug}_typicality.png"] = _png(figure)
         recall = [row for row in report.tables.get("class_recall", []) if row["group"] == group.slug]
         if recall:
@@ -788,15 +789,17 @@ is their sum, a run's total the sum over its rounds.</li>
 <li><b>Class balance.</b> Labels of the selected images per round (the initial labelled set is not included);
 the imbalance ratio is the largest class count of the labels acquired up to and including a round divided by
 the smallest (1 is balanced, &infin; while a class has none), over the classes acquired in the group.</li>
-<li><b>Diagnostics</b> (<code>--diagnostics</code>). For every run that reached the budget, the recall of each
-class by its last model on its test items, and the typicality of the images it acquired: their mean distance
-to their 10 nearest neighbours among a random sample of up to 5,000 images of the run's pool (seed {seed}),
-divided by the same mean for the sample's own images. Distances are taken between the images' pixels,
-average-pooled to at most 32 &times; 32 and projected on their first 50 principal components, a space no
-strategy's model shapes. The shortfall of a run is the largest amount by which its last model's recall of one
-class falls below the recall of random's last model on the same seed (the class a strategy stopped asking
-about shows here).</li>
-</ul>
+{diagnostics}</ul>
+"""
+
+DIAGNOSTICS_METHOD = """<li><b>Diagnostics.</b> For every run that reached the budget, the recall of each class by
+its last model on its test items, and the typicality of the images it acquired: their mean distance to their
+{neighbours} nearest neighbours among a random sample of up to {reference:,} images of the run's pool (seed
+{seed}), divided by the same mean for the sample's own images. Distances are taken between the images' pixels,
+average-pooled to at most {side} &times; {side} and projected on their first {components} principal components, a
+space no strategy's model shapes. The shortfall of a run is the largest amount by which its last model's recall
+of one class falls below the recall of random's last model on the same seed (the class a strategy stopped
+asking about shows here).</li>
 """
 
 CSS = """
@@ -822,7 +825,14 @@ def _html(report: Report, figures: dict[str, bytes], csv_names: list[str]) -> st
         f'{_e(", ".join(group.strategies))})</li>' for group in report.groups) + "</ul>")
     for group in report.groups:
         parts.append(_group_html(report, group, figures, level))
-    parts.append(METHODS.format(level=level, n_resamples=report.n_resamples, seed=report.seed))
+    diagnostics = ""
+    if "diagnostics" in report.tables:
+        from activelab.diagnostics import COMPONENTS, NEIGHBOURS, POOLED_SIDE, REFERENCE_SIZE
+
+        diagnostics = DIAGNOSTICS_METHOD.format(neighbours=NEIGHBOURS, reference=REFERENCE_SIZE, seed=report.seed,
+                                                side=POOLED_SIDE, components=COMPONENTS)
+    parts.append(METHODS.format(level=level, n_resamples=report.n_resamples, seed=report.seed,
+                                diagnostics=diagnostics))
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
@@ -902,11 +912,8 @@ def _group_html(report: Report, group: Group, figures: dict[str, bytes], level: 
                      f"shortfall, on each seed, of the class whose recall by the last model falls furthest below "
                      f"random's on the same seed, with the class most often so.</p>")
         parts.append(_table(["strategy", "seeds", "typicality", "shortfall (pairs)", "class most short of random"], [
-            [row["strategy"], row["n_seeds"],
-             _interval({"mean": row["typicality_mean"], "ci_low": row["typicality_ci_low"],
-                        "ci_high": row["typicality_ci_high"]}),
-             "—" if not row["n_pairs"] else _interval({"mean": row["shortfall_mean"], "ci_low": row["shortfall_ci_low"],
-                                                       "ci_high": row["shortfall_ci_high"]}) + f" ({row['n_pairs']})",
+            [row["strategy"], row["n_seeds"], _interval(_prefixed(row, "typicality")),
+             "—" if not row["n_pairs"] else f"{_interval(_prefixed(row, 'shortfall'))} ({row['n_pairs']})",
              "—" if row["shortfall_class"] is None else
              f"{row['shortfall_class']} ({row['shortfall_class_seeds']}/{row['n_pairs']} seeds)"]
             for row in rows["diagnostics"]]))
@@ -963,6 +970,11 @@ def _interval(row: dict | None) -> str:
         return "—"
     interval = _ci(row["ci_low"], row["ci_high"], 4)
     return _f(row["mean"], 4) + ("" if interval == "—" else f" {interval}")
+
+
+def _prefixed(row: dict, prefix: str) -> dict:
+    """``prefix_mean``, ``prefix_ci_low`` and ``prefix_ci_high`` of ``row`` as ``mean``, ``ci_low``, ``ci_high``."""
+    return {key: row[f"{prefix}_{key}"] for key in ("mean", "ci_low", "ci_high")}
 
 
 def _label_range(row: dict | None) -> str:
