@@ -18,6 +18,7 @@ for study in fashion-mnist-study fashion-mnist-large-budget; do
   "${sweep[@]}" sweep "examples/$study.toml" --workers 2
 done
 for study in fashion-mnist-study fashion-mnist-large-budget; do
-  "$activelab" report "results/$study" --out "report/$study" --diagnostics
+  "$activelab" report "results/$study" --out "report/$study" --diagnostics \
+    --target 0.7 --target 0.75 --target 0.8 --target 0.85
   "$python" scripts/results_table.py "report/$study"
 done
