@@ -143,7 +143,8 @@ def test_a_run_without_its_model_is_a_note_and_the_report_still_written(results,
     for model in (copy / "margin-1" / "models").glob("*.pt"):
         model.unlink()
     page = write_report(copy, tmp_path / "report", diagnostics=True)
-    assert "no diagnostics for margin-1: the model file" in page.read_text()
+    missing = copy / "margin-1" / "models" / "round_002.pt"
+    assert f"no diagnostics for margin-1: {missing} is missing" in page.read_text()
     assert {row["run_id"] for row in read_csv(page.parent / "diagnostics_runs.csv")} == {
         f"{strategy}-{seed}" for strategy in ("random", "margin", "coreset") for seed in (0, 1)} - {"margin-1"}
     with pytest.raises(StateError, match="missing"):

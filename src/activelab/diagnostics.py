@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 
 from activelab.config import PYTHON_MODEL_PREFIX, RunConfig
@@ -33,6 +32,7 @@ from activelab.errors import ConfigError, StateError
 from activelab.inference import predict_probs
 from activelab.models import build_model
 from activelab.models.modes import set_train_mode
+from activelab.run import load_weights
 
 #: Neighbours whose mean distance measures how typical an image is.
 NEIGHBOURS = 10
@@ -175,10 +175,7 @@ def _reference(dataset: Dataset, pool: np.ndarray, seed: int, cache: dict) -> Re
 def _last_model(run_dir: Path, config: RunConfig, dataset: Dataset, round_index: int):
     """The run's network with the weights of ``round_index`` (built without pretrained weights: the saved
     weights replace them, and nothing has to be downloaded)."""
-    path = run_dir / "models" / f"round_{round_index:03d}.pt"
-    if not path.exists():
-        raise StateError(f"the model file {path} is missing.")
     model = build_model(config.model_class, dataset.input_shape, dataset.num_classes)
     model = set_train_mode(model, config.train_mode)
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model"])
+    model.load_state_dict(load_weights(run_dir / "models" / f"round_{round_index:03d}.pt"))
     return model.eval()

@@ -533,7 +533,7 @@ class Run:
         round_index = plan.round_index
         model = self._new_model(round_index)
         if self.config.warm_start and round_index > 0:
-            model.load_state_dict(_load_weights(self._weights_path(round_index - 1)))
+            model.load_state_dict(load_weights(self._weights_path(round_index - 1)))
         _progress(self, round_index, f"train on {plan.ids.size} labels")
         loggers = [logger for callback in self.callbacks for logger in callback.training_loggers(self, round_index)]
         result = fit(model, self.dataset, plan.ids, plan.labels, plan.val_ids, self.settings,
@@ -563,7 +563,7 @@ class Run:
 
     def _trained_model(self, round_index: int) -> ActiveModel:
         model = self._new_model(round_index)
-        model.load_state_dict(_load_weights(self._weights_path(round_index)))
+        model.load_state_dict(load_weights(self._weights_path(round_index)))
         return model.eval()
 
     def _evaluate(self) -> RoundRecord:
@@ -693,7 +693,8 @@ def _progress(run: Run, round_index: int, step: str) -> None:
     log.info("round %d%s: %s", round_index, planned, step)
 
 
-def _load_weights(path: Path) -> dict:
+def load_weights(path: Path) -> dict:
+    """The model weights a round saved at ``path`` (a one-sentence StateError when the file is missing)."""
     if not path.exists():
         raise StateError(f"{path} is missing, so the run cannot continue; the run directory is incomplete.")
     return torch.load(path, map_location="cpu", weights_only=True)["model"]
