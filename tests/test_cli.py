@@ -39,6 +39,7 @@ def test_datasets_lists_sources_with_presence(capsys):
     (["run", "--n-train-images", "-1"], "`n_train_images`=-1 must be >= 0"),
     (["run", "--al-samples-per-iter", "-5"], "`al_samples_per_iter`=-5 must be >= 1"),
     (["run", "--lr", "0"], "`lr`=0.0 must be > 0.0"),
+    (["run", "--pool-subset", "0"], "`pool_subset`=0 must be >= 1"),
     (["run", "--n-train-images", "200", "--al-iter", "3", "--al-samples-per-iter", "100"],
      "the labelling budget of 500 labels"),
     (["run", "--pretrained", "maybe"], "expected true or false"),

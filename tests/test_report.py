@@ -148,6 +148,15 @@ def test_mc_samples_names_a_strategy_only_when_its_runs_differ(tmp_path):
     assert group.strategies == ["bald(mc_samples=20)", "bald(mc_samples=5)", "random"]
 
 
+def test_a_pool_subset_names_a_strategy_compared_with_random_in_the_same_group(tmp_path):
+    store = Store(tmp_path / "activelab.sqlite")
+    add_run(store, "random", 0, random_curve(0))
+    add_run(store, "bald", 0, random_curve(0))
+    add_run(store, "bald", 0, random_curve(0), pool_subset=2000)
+    [group] = build_report(tmp_path, n_resamples=200).groups
+    assert group.strategies == ["bald(pool_subset=2000)", "bald(pool_subset=None)", "random"]
+
+
 def test_a_seed_run_twice_is_counted_once(tmp_path):
     store = Store(tmp_path / "activelab.sqlite")
     add_run(store, "random", 0, random_curve(0)[:3])

@@ -52,3 +52,35 @@ def test_a_run_scored_on_ray_selects_what_a_local_run_does(tmp_path, fashion):
     assert on_ray.pending.ids.tolist() == local.pending.ids.tolist()
     assert np.allclose(on_ray.pending.scores, local.pending.scores, atol=1e-6)
     assert Run.open(on_ray.run_dir).config.executor == "ray"
+
+
+def test_a_pool_subset_run_chooses_the_best_of_a_fresh_seeded_subset_each_round(tmp_path, fashion, monkeypatch):
+    from activelab.strategies.uncertainty import score_margin
+
+    scored = []
+    original = run_module.score_pool
+
+    def recording(model, dataset, pool, *arguments, **options):
+        outputs = original(model, dataset, pool, *arguments, **options)
+        scored.append((np.asarray(pool).copy(), outputs["probs_N_C"]))
+        return outputs
+
+    monkeypatch.setattr(run_module, "score_pool", recording)
+    run = _query(tmp_path, "subset", "margin", pool_subset=50)
+    pool, probs = scored[-1]
+    assert pool.size == 50 and np.isin(pool, run.state.pool_ids).all() and np.unique(pool).size == 50
+    best = pool[np.argsort(-score_margin(probs), kind="stable")[:10]]
+    assert sorted(run.pending.ids.tolist()) == sorted(best.tolist())  # the top 10 of the 50, no other item
+
+    again = _query(tmp_path, "same-seed", "margin", pool_subset=50)
+    assert np.array_equal(scored[-1][0], pool) and again.pending.ids.tolist() == run.pending.ids.tolist()
+
+    pending = run.pending.ids
+    run.teach(pending, fashion.labels[pending])
+    run.query()
+    next_pool = scored[-1][0]
+    assert next_pool.size == 50 and not np.isin(pending, next_pool).any()
+    assert not np.array_equal(next_pool, pool)  # drawn afresh each round
+
+    narrow = _query(tmp_path, "narrow", "margin", pool_subset=5)  # fewer than a batch: the batch is scored
+    assert scored[-1][0].size == 10 and sorted(narrow.pending.ids.tolist()) == scored[-1][0].tolist()

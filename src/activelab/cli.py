@@ -198,6 +198,9 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
           help="test items (default: the official test split, else 20%%)")
     _flag(parser, "pool-size", metavar="N", type=int, default=None,
           help="subsample the unlabelled pool to N items (default: every remaining item)")
+    _flag(parser, "pool-subset", metavar="N", type=int, default=None,
+          help="each round, score and choose from only a fresh random N of the pool, as Gal et al. 2017's "
+               "code did with 2000 (default: the whole pool)")
     _flag(parser, "n-holdout", metavar="N", type=int, default=None,
           help="holdout items for helper heads (ATL), reserved for every strategy so that splits are paired "
                "(default: 1000, at most a tenth of the labelled items left)")

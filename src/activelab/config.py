@@ -67,6 +67,9 @@ class RunConfig:
     ``al_iter`` acquisitions (so ``al_iter + 1`` trainings: the last batch is trained on too).
     Splits: ``n_val`` validation items (early stopping only), ``n_test`` test items (reporting only;
     None = the source's whole official test split, or 20 %), ``pool_size`` (None = every remaining item),
+    ``pool_subset`` (score only a random subset of this many pool items each round, drawn afresh every
+    round, as the code of Gal et al. 2017 did with 2,000 and baal's ``max_sample`` does; None = score the
+    whole pool),
     ``n_holdout`` items for helper heads, reserved whatever the strategy so that runs with one seed share
     their splits (None = 1000, at most a tenth of the labelled items left).
     Options: ``source_kwargs`` are extra keyword options of the dataset source (``--source-option``, values
@@ -109,6 +112,7 @@ class RunConfig:
     n_val: int = 1000
     n_test: int | None = None
     pool_size: int | None = None
+    pool_subset: int | None = None
     n_holdout: int | None = None
     data_dir: str | None = None
     binary: bool = False
@@ -146,7 +150,7 @@ class RunConfig:
         check_int(self.seed, "seed", minimum=0)
         check_int(self.mc_samples, "mc_samples", minimum=1)
         check_int(self.n_val, "n_val", minimum=0)
-        for name in ("n_test", "pool_size"):
+        for name in ("n_test", "pool_size", "pool_subset"):
             if getattr(self, name) is not None:
                 check_int(getattr(self, name), name, minimum=1)
         if self.n_holdout is not None:

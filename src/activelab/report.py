@@ -57,10 +57,10 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 #: Configuration fields that do not define a group: the strategy and seed vary within one, the rest do
 #: not change results (where output goes, how many workers, how many rounds were asked for).
 NOT_GROUPING = frozenset({"seed", "sampling_method", "strategy_kwargs", "data_class", "model_class", "n_train_images",
-                          "al_samples_per_iter", "gpus", "mc_samples"}) | RESUMABLE_CHANGES
-#: Settings that matter to some strategies only (MC dropout passes): they do not split a group, but a
-#: strategy run with several values of one is a strategy per value (``bald(mc_samples=20)``).
-STRATEGY_SETTINGS = ("mc_samples",)
+                          "al_samples_per_iter", "gpus", "mc_samples", "pool_subset"}) | RESUMABLE_CHANGES
+#: Settings of how a strategy chooses (MC dropout passes, the pool subset it scores): they do not split a
+#: group, but a strategy run with several values of one is a strategy per value (``bald(mc_samples=20)``).
+STRATEGY_SETTINGS = ("mc_samples", "pool_subset")
 #: The columns that identify a group in every CSV file.
 GROUP_COLUMNS = ("group", "dataset", "model", "n_train_images", "al_samples_per_iter", "settings")
 

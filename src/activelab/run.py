@@ -73,7 +73,7 @@ from activelab.training import TrainSettings, evaluate, fit
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
-_TRAIN, _SELECT, _MC, _FIRST = 1, 2, 3, 4
+_TRAIN, _SELECT, _MC, _FIRST, _SUBSET = 1, 2, 3, 4, 5
 #: The ``round`` of a selection made before any model exists (a first batch drawn at random).
 NO_MODEL = -1
 #: Scoring batch size of the pool pass.
@@ -589,7 +589,11 @@ class Run:
         return record
 
     def _select(self, n: int, round_index: int) -> dict:
-        """Score the pool with round ``round_index``'s model and choose ``n`` items (at random with no model)."""
+        """Score the pool with round ``round_index``'s model and choose ``n`` items (at random with no model).
+
+        With ``pool_subset``, only a seeded random subset of that many pool items (at least ``n``), drawn
+        afresh each round, is scored and chosen from.
+        """
         config, state = self.config, self.state
         pool = np.setdiff1d(state.pool_ids, state.skipped_in(round_index), assume_unique=True)
         if n > pool.size:
@@ -599,6 +603,9 @@ class Run:
             return {"round": NO_MODEL, "strategy": "random (no model yet)", "ids": pool[positions].tolist(),
                     "scores": [None] * n, "seconds_score": 0.0, "seconds_select": 0.0}
         rng = np.random.default_rng([config.seed, round_index, _SELECT])
+        if config.pool_subset is not None and pool.size > max(config.pool_subset, n):
+            subset = np.random.default_rng([config.seed, round_index, _SUBSET])
+            pool = np.sort(subset.choice(pool, size=max(config.pool_subset, n), replace=False))
         model = self._trained_model(round_index)
         start = time.perf_counter()
         _progress(self, round_index, f"score {pool.size} pool items")
