@@ -3,17 +3,8 @@
 # diagnostics, then the tables docs/results.md shows. Several hours on 2 cores; run it again after an
 # interruption and finished cells are skipped.
 #   bash scripts/fashion-mnist-evidence.sh
-# ACTIVELAB names the activelab command (default .venv/bin/activelab). SWEEP_CODE, when set, is a folder
-# holding the `activelab` package the sweeps import instead of this checkout's (a copy of the commit the
-# sweeps started with, so that every cell runs the same code even when the checkout moves on).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-activelab=${ACTIVELAB:-.venv/bin/activelab}
-python=$(dirname "$activelab")/python
-sweep=("$activelab")
-if [ -n "${SWEEP_CODE:-}" ]; then
-  sweep=(env "PYTHONPATH=$SWEEP_CODE" "$activelab")
-fi
+# ACTIVELAB and SWEEP_CODE: see scripts/evidence-commands.sh.
+source "$(dirname "$0")/evidence-commands.sh"
 for study in fashion-mnist-study fashion-mnist-large-budget; do
   "${sweep[@]}" sweep "examples/$study.toml" --workers 2
 done

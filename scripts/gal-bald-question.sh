@@ -5,18 +5,9 @@
 # reports with diagnostics and the tables docs/results.md shows. About 1.5 hours on 2 cores; run it again
 # after an interruption and finished cells are skipped.
 #   bash scripts/gal-bald-question.sh
-# ACTIVELAB names the activelab command (default .venv/bin/activelab); SWEEP_CODE, when set, is a folder
-# holding the `activelab` package the sweeps import instead of this checkout's (as in
-# scripts/fashion-mnist-evidence.sh).
-set -euo pipefail
+# ACTIVELAB and SWEEP_CODE: see scripts/evidence-commands.sh.
+source "$(dirname "$0")/evidence-commands.sh"
 shopt -s nullglob
-cd "$(dirname "$0")/.."
-activelab=${ACTIVELAB:-.venv/bin/activelab}
-python=$(dirname "$activelab")/python
-sweep=("$activelab")
-if [ -n "${SWEEP_CODE:-}" ]; then
-  sweep=(env "PYTHONPATH=$SWEEP_CODE" "$activelab")
-fi
 [ -f data/mnist-5k.npz ] || "$python" scripts/mnist-5k.py data/mnist-5k.npz
 "${sweep[@]}" sweep examples/mnist-5k-gal.toml --workers 2
 # The random and whole-pool BALD arms are cells of the Fashion-MNIST study (scripts/fashion-mnist-evidence.sh)
